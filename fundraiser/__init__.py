@@ -1,0 +1,108 @@
+"""fundraiser: global fast days for Gaza, with gifts split among Palestinian-led aid groups."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, request
+
+from config import ProductionConfig, config_for
+
+from . import database
+from .extensions import babel, csrf, db, migrate
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: config, extensions, blueprints, error handlers, commands."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    config_class = config_for(test_config.get("ENV_NAME") if test_config else None)
+    app.config.from_object(config_class)
+    if test_config:
+        app.config.update(test_config)
+    if config_class is ProductionConfig and not app.testing:
+        ProductionConfig.check()
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    register_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_request_hooks(app)
+    register_template_helpers(app)
+    register_errorhandlers(app)
+    register_cli(app)
+    return app
+
+
+def register_logging(app: Flask) -> None:
+    """Log at INFO to stderr, the way gunicorn and systemd expect."""
+    if not app.debug and not app.testing:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the unbound extensions to this app."""
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
+    csrf.init_app(app)
+    from .i18n import select_locale, select_timezone
+
+    babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
+    with app.app_context():
+        database.configure_engine(db.engine)
+
+
+def register_blueprints(app: Flask) -> None:
+    """One blueprint per audience."""
+    from .views import api, public, webhooks
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(webhooks.bp)
+    csrf.exempt(webhooks.bp)  # Stripe signs its requests; it cannot send our CSRF token
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Write intent for state-changing requests, and security headers on every response."""
+    from .security import apply_security_headers
+
+    @app.before_request
+    def _begin_writes() -> None:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            g._write_token = database._write_intent.set(True)
+
+    @app.teardown_request
+    def _end_writes(_exc: BaseException | None) -> None:
+        token = g.pop("_write_token", None)
+        if token is not None:
+            database._write_intent.reset(token)
+
+    app.after_request(apply_security_headers)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Money and date formatting available in every template."""
+    from .i18n import register_filters
+
+    register_filters(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Friendly pages for the errors donors can meet."""
+    from .views.errors import register
+
+    register(app)
+
+
+def register_cli(app: Flask) -> None:
+    """The flask commands: demo data and development helpers."""
+    from .cli import register
+
+    register(app)

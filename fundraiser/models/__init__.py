@@ -1,0 +1,27 @@
+"""The models, one module per noun; import them from here."""
+
+from .aid_group import AidGroup, AidGroupStatus
+from .fast_day import FastDay, FastDayGroup, FastDayStatus
+from .ledger import EntryKind, LedgerEntry
+from .pledge import ALLOWED_TRANSITIONS, Pledge, PledgeStatus
+from .stripe_event import EventOutcome, StripeEvent
+from .types import utcnow
+from .user import Role, User
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "AidGroup",
+    "AidGroupStatus",
+    "EntryKind",
+    "EventOutcome",
+    "FastDay",
+    "FastDayGroup",
+    "FastDayStatus",
+    "LedgerEntry",
+    "Pledge",
+    "PledgeStatus",
+    "Role",
+    "StripeEvent",
+    "User",
+    "utcnow",
+]

@@ -1,0 +1,82 @@
+"""A fast day and the groups it funds with their weights."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, CheckConstraint, Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .aid_group import AidGroup
+from .types import UTCDateTime, utcnow
+
+
+class FastDayStatus(StrEnum):
+    """A fast day moves draft -> scheduled -> live -> closed."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    LIVE = "live"
+    CLOSED = "closed"
+
+
+class FastDay(db.Model):
+    """One global day of fasting and giving."""
+
+    __tablename__ = "fast_day"
+    __table_args__ = (CheckConstraint("goal_minor >= 0", name="goal_not_negative"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    local_date: Mapped[date] = mapped_column(Date, index=True)
+    # The time zone in which the day's date and times are shown to visitors by default.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    currency: Mapped[str] = mapped_column(String(3))
+    goal_minor: Mapped[int] = mapped_column(default=0)
+    # Suggested gift amounts in minor units of ``currency``, smallest first.
+    suggested_amounts: Mapped[list[int]] = mapped_column(JSON, default=list)
+    status: Mapped[FastDayStatus] = mapped_column(String(20), default=FastDayStatus.DRAFT)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    allocations: Mapped[list[FastDayGroup]] = relationship(
+        back_populates="fast_day",
+        order_by="FastDayGroup.position",
+        cascade="all, delete-orphan",
+    )
+
+    @property
+    def groups(self) -> list[AidGroup]:
+        """The groups this day funds, in their published order."""
+        return [a.aid_group for a in self.allocations]
+
+    @property
+    def is_open_for_gifts(self) -> bool:
+        """Gifts are taken while a day is scheduled (given ahead) or live."""
+        return self.status in (FastDayStatus.SCHEDULED, FastDayStatus.LIVE)
+
+    def __repr__(self) -> str:
+        return f"<FastDay {self.slug}>"
+
+
+class FastDayGroup(db.Model):
+    """A group funded by a fast day, with its weight in the split of the common pool."""
+
+    __tablename__ = "fast_day_group"
+    __table_args__ = (
+        UniqueConstraint("fast_day_id", "aid_group_id"),
+        CheckConstraint("weight > 0", name="weight_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fast_day_id: Mapped[int] = mapped_column(ForeignKey("fast_day.id"), index=True)
+    aid_group_id: Mapped[int] = mapped_column(ForeignKey("aid_group.id"))
+    weight: Mapped[int] = mapped_column(default=1)
+    # Stable order for display and for breaking ties in the largest-remainder split.
+    position: Mapped[int] = mapped_column(default=0)
+
+    fast_day: Mapped[FastDay] = relationship(back_populates="allocations")
+    aid_group: Mapped[AidGroup] = relationship(lazy="joined")

@@ -1,0 +1,97 @@
+"""Handling Stripe's webhook events: each stored once, each applied from Stripe's own state.
+
+Stripe delivers at least once, in any order, for up to three days. So: the event id is the
+primary key of ``stripe_event`` (a replay finds it and does nothing), the pledge row is
+locked while it changes, and the pledge is rebuilt from the PaymentIntent and Charge as
+Stripe holds them now, not from the event type. Any failure raises, the transaction rolls
+back (the event row with it) and the view answers 500, so Stripe delivers again later.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from .. import pledges
+from ..extensions import db
+from ..models import EventOutcome, Pledge, StripeEvent
+
+log = logging.getLogger(__name__)
+
+PAYMENT_INTENT_EVENTS = {
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.processing",
+    "payment_intent.requires_action",
+    "payment_intent.canceled",
+}
+CHARGE_EVENTS = {"charge.refunded", "charge.succeeded", "charge.failed", "charge.refund.updated"}
+
+
+class LivemodeMismatch(Exception):
+    """A test-mode event reached a live app, or the other way round."""
+
+
+def _find_pledge(obj: dict[str, Any]) -> Pledge | None:
+    """The pledge a PaymentIntent or Charge belongs to, by our metadata or by Stripe ids."""
+    pledge_id = (obj.get("metadata") or {}).get("pledge_id")
+    if pledge_id and str(pledge_id).isdigit():
+        pledge = db.session.get(Pledge, int(pledge_id))
+        if pledge is not None:
+            return pledge
+    intent_id = obj["id"] if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    if isinstance(intent_id, dict):
+        intent_id = intent_id.get("id")
+    if intent_id:
+        pledge = db.session.scalar(select(Pledge).where(Pledge.stripe_payment_intent_id == intent_id))
+        if pledge is not None:
+            return pledge
+    if obj.get("object") == "charge":
+        return db.session.scalar(select(Pledge).where(Pledge.stripe_charge_id == obj["id"]))
+    return None
+
+
+def _intent_id(obj: dict[str, Any]) -> str | None:
+    if obj.get("object") == "payment_intent":
+        return obj["id"]
+    intent = obj.get("payment_intent")
+    return intent.get("id") if isinstance(intent, dict) else intent
+
+
+def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome | None:
+    """Apply one verified event; return its outcome, or None if it was already handled."""
+    if bool(event.get("livemode")) != app_livemode:
+        raise LivemodeMismatch(event.get("id"))
+    if db.session.get(StripeEvent, event["id"]) is not None:
+        return None
+
+    event_type = event.get("type", "")
+    obj = (event.get("data") or {}).get("object") or {}
+    outcome = EventOutcome.IGNORED
+    if event_type in PAYMENT_INTENT_EVENTS or event_type in CHARGE_EVENTS:
+        found = _find_pledge(obj)
+        intent_id = _intent_id(obj)
+        pledge = pledges.lock(found.id) if found is not None else None
+        if pledge is None or intent_id is None:
+            outcome = EventOutcome.UNMATCHED
+            log.warning("stripe event %s (%s) matches no pledge; kept for review",
+                        event["id"], event_type)
+        else:
+            pledges.sync_payment(pledge, intent_id)
+            outcome = EventOutcome.APPLIED
+
+    db.session.add(
+        StripeEvent(
+            id=event["id"],
+            type=event_type[:100],
+            livemode=bool(event.get("livemode")),
+            outcome=outcome,
+            payload=event if outcome == EventOutcome.UNMATCHED else None,
+            stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), UTC),
+        )
+    )
+    db.session.flush()
+    return outcome

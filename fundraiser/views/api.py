@@ -1,0 +1,72 @@
+"""The public JSON API: read-only, CORS open for GET, cacheable for a few seconds."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, jsonify
+from flask.wrappers import Response
+from sqlalchemy import select
+
+from .. import ledger
+from ..extensions import db
+from ..models import FastDay, FastDayStatus
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+PUBLIC_STATUSES = (FastDayStatus.SCHEDULED, FastDayStatus.LIVE, FastDayStatus.CLOSED)
+
+
+@bp.after_request
+def _open_and_cacheable(response: Response) -> Response:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Allow-Methods"] = "GET"
+    if response.status_code == 200:
+        response.headers["Cache-Control"] = "public, max-age=5"
+    return response
+
+
+def _public_day(slug: str) -> FastDay:
+    day = db.session.scalar(
+        select(FastDay).where(FastDay.slug == slug, FastDay.status.in_(PUBLIC_STATUSES))
+    )
+    if day is None:
+        abort(404)
+    return day
+
+
+@bp.get("/fast-days")
+def fast_days():
+    """Every public fast day: slug, title, date, status."""
+    days = db.session.scalars(
+        select(FastDay).where(FastDay.status.in_(PUBLIC_STATUSES)).order_by(FastDay.local_date)
+    )
+    return jsonify(
+        fast_days=[
+            {"slug": d.slug, "title": d.title, "date": d.local_date.isoformat(),
+             "status": str(d.status)}
+            for d in days
+        ]
+    )
+
+
+@bp.get("/fast-days/<slug>/totals")
+def totals(slug: str):
+    """Live totals for one fast day, for coalition members' counters."""
+    day = _public_day(slug)
+    figures = ledger.day_totals(day)
+    return jsonify(
+        slug=day.slug,
+        status=str(day.status),
+        currency=figures.currency,
+        goal_minor=figures.goal_minor,
+        raised_minor=figures.raised_minor,
+        donors=figures.donors,
+        groups=[
+            {"slug": a.slug, "name": a.name, "allocated_minor": a.allocated_minor}
+            for a in ledger.allocations(day)
+        ],
+    )
+
+
+@bp.errorhandler(404)
+def _not_found(_error):
+    return jsonify(error="not found"), 404

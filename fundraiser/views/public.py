@@ -1,0 +1,180 @@
+"""Pages for donors: the fast days, the give form, the card step and the thank-you page."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+
+from .. import fast_days, ledger, pledges
+from ..extensions import db
+from ..forms.donate import GiveForm
+from ..models import PledgeStatus
+from ..payments import stripe_gateway as gateway
+from ..security import allow_stripe_js
+
+bp = Blueprint("public", __name__)
+
+UNAVAILABLE = _l(
+    "We could not reach our payment provider. Please try again in a moment;"
+    " you will not be charged twice."
+)
+
+
+def _day_or_404(slug: str):
+    day = fast_days.get_public(slug)
+    if day is None:
+        abort(404)
+    return day
+
+
+def _pledge_or_404(token: str):
+    pledge = pledges.get_by_token(token)
+    if pledge is None:
+        abort(404)
+    return pledge
+
+
+@bp.get("/")
+def index():
+    """The live or next fast day first, then the ones to come and the ones past."""
+    day = fast_days.featured()
+    past = fast_days.past()
+    return render_template(
+        "public/index.html",
+        day=day,
+        totals=ledger.day_totals(day) if day else None,
+        countdown=fast_days.time_until_start(day) if day else None,
+        upcoming=fast_days.upcoming(exclude=day),
+        past=past,
+        past_totals=ledger.totals_for_days(past),
+    )
+
+
+@bp.get("/fast/<slug>")
+def fast_day(slug: str):
+    """One fast day in full."""
+    day = _day_or_404(slug)
+    return render_template(
+        "public/fast_day.html",
+        day=day,
+        totals=ledger.day_totals(day),
+        allocations=ledger.allocations(day),
+        countdown=fast_days.time_until_start(day),
+        starts_at=fast_days.starts_at(day),
+    )
+
+
+@bp.route("/fast/<slug>/give", methods=["GET", "POST"])
+def give(slug: str):
+    """The give form; a valid one creates a pledge and goes to the card step."""
+    day = _day_or_404(slug)
+    if not day.is_open_for_gifts:
+        return render_template("public/closed.html", day=day), 410
+    form = GiveForm(day, max_major_units=current_app.config["MAX_GIFT_MAJOR_UNITS"])
+    if form.validate_on_submit():
+        group = next((g for g in day.groups if g.slug == form.chosen_group_slug), None)
+        pledge = pledges.create_pledge(
+            fast_day=day,
+            amount_minor=form.amount_minor,
+            currency=form.currency.data,
+            aid_group=group,
+            donor_name=None if form.anonymous.data else form.donor_name.data,
+            email=form.email.data,
+            dedication=form.dedication.data,
+            wants_messages=form.wants_messages.data,
+            locale=str(get_locale() or "en"),
+        )
+        db.session.commit()
+        return redirect(url_for("public.pay", token=pledge.token), code=303)
+    status = 400 if form.is_submitted() else 200
+    return render_template("public/give.html", day=day, form=form), status
+
+
+@bp.get("/pledge/<token>/pay")
+def pay(token: str):
+    """The card step: Stripe.js collects the card against the pledge's SetupIntent."""
+    pledge = _pledge_or_404(token)
+    if pledge.status in (PledgeStatus.SUCCEEDED, PledgeStatus.REFUNDED, PledgeStatus.PROCESSING):
+        return redirect(url_for("public.pledge", token=token))
+    try:
+        client_secret = pledges.prepare_card_setup(pledge)
+        db.session.commit()
+    except gateway.PaymentError:
+        db.session.rollback()
+        return render_template("public/pay_unavailable.html", pledge=pledge), 503
+    allow_stripe_js()
+    response = current_app.make_response(
+        render_template(
+            "public/pay.html",
+            pledge=pledge,
+            client_secret=client_secret,
+            split=ledger.describe_split(pledge),
+        )
+    )
+    # The page holds a client secret: never cache it anywhere.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/pledge/<token>/setup")
+def new_setup(token: str):
+    """A fresh SetupIntent after a card was refused, so the donor can try another."""
+    pledge = _pledge_or_404(token)
+    try:
+        client_secret = pledges.prepare_card_setup(pledge)
+        db.session.commit()
+    except gateway.PaymentError:
+        db.session.rollback()
+        return jsonify(status="unavailable", message=str(UNAVAILABLE)), 503
+    return jsonify(status="ready", client_secret=client_secret)
+
+
+@bp.post("/pledge/<token>/charge")
+def charge(token: str):
+    """Charge the card the browser just saved; answers what the browser should do next."""
+    pledge = _pledge_or_404(token)
+    try:
+        outcome = pledges.charge_now(pledge)
+        db.session.commit()
+    except pledges.PledgeError as exc:
+        db.session.rollback()
+        return jsonify(status="failed", message=str(exc)), 409
+    except gateway.PaymentError:
+        db.session.rollback()
+        return jsonify(status="unavailable", message=str(UNAVAILABLE)), 503
+    return jsonify(
+        status=outcome.status,
+        client_secret=outcome.client_secret,
+        message=outcome.message,
+        next=url_for("public.pledge", token=token),
+    )
+
+
+@bp.get("/pledge/<token>")
+def pledge(token: str):
+    """Thank-you and status page: shows only what Stripe's webhook has recorded."""
+    pledge = _pledge_or_404(token)
+    response = current_app.make_response(
+        render_template("public/pledge.html", pledge=pledge, split=ledger.describe_split(pledge))
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/pledge/<token>/status.json")
+def pledge_status(token: str):
+    """The pledge's state, polled by the thank-you page until it settles."""
+    pledge = _pledge_or_404(token)
+    response = jsonify(pledges.public_status(pledge))
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,87 @@
+"""Factories per noun: small, explicit builders for test data."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+from datetime import date, timedelta
+
+from fundraiser.extensions import db
+from fundraiser.models import (
+    AidGroup,
+    AidGroupStatus,
+    FastDay,
+    FastDayGroup,
+    FastDayStatus,
+    Pledge,
+    PledgeStatus,
+)
+
+_seq = itertools.count(1)
+
+
+def make_group(name: str | None = None, country: str = "PS") -> AidGroup:
+    """An approved aid group."""
+    n = next(_seq)
+    group = AidGroup(slug=f"group-{n}", name=name or f"Test Group {n}", country=country,
+                     description="Delivers direct aid.", status=AidGroupStatus.APPROVED)
+    db.session.add(group)
+    db.session.flush()
+    return group
+
+
+def make_fast_day(
+    *,
+    groups: list[AidGroup] | None = None,
+    weights: list[int] | None = None,
+    currency: str = "USD",
+    status: FastDayStatus = FastDayStatus.LIVE,
+    goal_minor: int = 1_000_000,
+    suggested: list[int] | None = None,
+    when: date | None = None,
+    slug: str | None = None,
+) -> FastDay:
+    """A fast day funding ``groups`` (three new ones by default) with ``weights``."""
+    n = next(_seq)
+    groups = groups if groups is not None else [make_group() for _ in range(3)]
+    weights = weights or [1] * len(groups)
+    day = FastDay(
+        slug=slug or f"fast-{n}", title=f"Test Fast {n}", local_date=when or date.today(),
+        timezone="UTC", currency=currency, goal_minor=goal_minor,
+        suggested_amounts=suggested if suggested is not None else [1000, 2500, 5000],
+        status=status,
+    )
+    for position, (group, weight) in enumerate(zip(groups, weights, strict=True)):
+        day.allocations.append(FastDayGroup(aid_group=group, weight=weight, position=position))
+    db.session.add(day)
+    db.session.flush()
+    return day
+
+
+def make_pledge(day: FastDay, *, amount_minor: int = 2500, group: AidGroup | None = None,
+                email: str | None = None, status: PledgeStatus = PledgeStatus.PENDING) -> Pledge:
+    """A pledge for ``day`` in its currency."""
+    pledge = Pledge(
+        token=secrets.token_urlsafe(24), fast_day=day, aid_group=group,
+        amount_minor=amount_minor, currency=day.currency,
+        email=email or f"donor{next(_seq)}@example.org", status=status, locale="en",
+    )
+    db.session.add(pledge)
+    db.session.flush()
+    return pledge
+
+
+def past_date(days: int = 30) -> date:
+    """A date ``days`` ago."""
+    return date.today() - timedelta(days=days)
+
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token of the first form in a page."""
+    match = CSRF_RE.search(html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
