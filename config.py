@@ -104,7 +104,9 @@ class ProductionConfig(Config):
         if cls.SECRET_KEY == DEFAULT_SECRET or len(cls.SECRET_KEY) < 32:
             problems.append("SECRET_KEY must be set to a random value of at least 32 characters")
         if "localstripe" in cls.STRIPE_SECRET_KEY or "localstripe" in cls.STRIPE_WEBHOOK_SECRET:
-            problems.append("STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must be real Stripe values")
+            problems.append(
+                "STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must be real Stripe values"
+            )
         if problems:
             raise RuntimeError("Refusing to start: " + "; ".join(problems))
 

@@ -37,7 +37,9 @@ def featured() -> FastDay | None:
 def upcoming(exclude: FastDay | None = None) -> list[FastDay]:
     """Scheduled days after the featured one."""
     days = db.session.scalars(
-        select(FastDay).where(FastDay.status == FastDayStatus.SCHEDULED).order_by(FastDay.local_date)
+        select(FastDay)
+        .where(FastDay.status == FastDayStatus.SCHEDULED)
+        .order_by(FastDay.local_date)
     )
     return [d for d in days if d is not exclude]
 
@@ -60,8 +62,9 @@ def starts_at(day: FastDay) -> datetime:
 
 def ends_at(day: FastDay) -> datetime:
     """The instant the day ends in its display time zone."""
-    return datetime.combine(day.local_date + timedelta(days=1), time(0, 0),
-                            tzinfo=ZoneInfo(day.timezone))
+    return datetime.combine(
+        day.local_date + timedelta(days=1), time(0, 0), tzinfo=ZoneInfo(day.timezone)
+    )
 
 
 def time_until_start(day: FastDay, now: datetime | None = None) -> timedelta | None:

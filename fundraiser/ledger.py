@@ -20,8 +20,9 @@ from .money import split_largest_remainder
 GIVEN_KINDS = (EntryKind.GIFT, EntryKind.REFUND, EntryKind.DISPUTE, EntryKind.DISPUTE_REVERSAL)
 
 
-def _add_once(pledge: Pledge, kind: EntryKind, amount_minor: int, currency: str,
-              stripe_object_id: str) -> bool:
+def _add_once(
+    pledge: Pledge, kind: EntryKind, amount_minor: int, currency: str, stripe_object_id: str
+) -> bool:
     """Add one row for a Stripe object unless it is already recorded; True if added."""
     exists = db.session.scalar(
         select(LedgerEntry.id).where(
@@ -161,8 +162,11 @@ def allocations(fast_day: FastDay) -> list[GroupAllocation]:
     currency = fast_day.currency
     rows = db.session.execute(
         select(LedgerEntry.aid_group_id, func.sum(LedgerEntry.amount_minor))
-        .where(LedgerEntry.fast_day_id == fast_day.id, LedgerEntry.currency == currency,
-               LedgerEntry.kind != EntryKind.DISBURSEMENT)
+        .where(
+            LedgerEntry.fast_day_id == fast_day.id,
+            LedgerEntry.currency == currency,
+            LedgerEntry.kind != EntryKind.DISBURSEMENT,
+        )
         .group_by(LedgerEntry.aid_group_id)
     ).all()
     net_by_group = {group_id: int(total) for group_id, total in rows}

@@ -29,8 +29,15 @@ _QUEUE_KEY = "mail_after_commit"
 
 def _smtp_settings() -> dict[str, Any]:
     cfg = current_app.config
-    keys = ("MAIL_SERVER", "MAIL_PORT", "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_USE_TLS",
-            "MAIL_USE_SSL", "MAIL_TIMEOUT_SECONDS")
+    keys = (
+        "MAIL_SERVER",
+        "MAIL_PORT",
+        "MAIL_USERNAME",
+        "MAIL_PASSWORD",
+        "MAIL_USE_TLS",
+        "MAIL_USE_SSL",
+        "MAIL_TIMEOUT_SECONDS",
+    )
     return {k: cfg[k] for k in keys}
 
 
@@ -76,11 +83,17 @@ def send_now(messages: list[tuple[EmailMessage, dict[str, Any]]]) -> None:
     try:
         if settings["MAIL_USE_SSL"]:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                settings["MAIL_SERVER"], settings["MAIL_PORT"],
-                timeout=settings["MAIL_TIMEOUT_SECONDS"], context=ssl.create_default_context())
+                settings["MAIL_SERVER"],
+                settings["MAIL_PORT"],
+                timeout=settings["MAIL_TIMEOUT_SECONDS"],
+                context=ssl.create_default_context(),
+            )
         else:
-            smtp = smtplib.SMTP(settings["MAIL_SERVER"], settings["MAIL_PORT"],
-                                timeout=settings["MAIL_TIMEOUT_SECONDS"])
+            smtp = smtplib.SMTP(
+                settings["MAIL_SERVER"],
+                settings["MAIL_PORT"],
+                timeout=settings["MAIL_TIMEOUT_SECONDS"],
+            )
         with smtp:
             if settings["MAIL_USE_TLS"]:
                 smtp.starttls(context=ssl.create_default_context())

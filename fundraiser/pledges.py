@@ -177,9 +177,7 @@ def _apply_intent_status(pledge: Pledge, intent: dict[str, Any]) -> ChargeOutcom
 
 def lock(pledge_id: int) -> Pledge | None:
     """Load a pledge under a row lock, so concurrent events for it apply one at a time."""
-    return db.session.scalar(
-        select(Pledge).where(Pledge.id == pledge_id).with_for_update()
-    )
+    return db.session.scalar(select(Pledge).where(Pledge.id == pledge_id).with_for_update())
 
 
 def sync_payment(pledge: Pledge, payment_intent_id: str) -> None:
@@ -215,6 +213,6 @@ def public_status(pledge: Pledge) -> dict[str, Any]:
     return {
         "status": str(pledge.status),
         "failure_message": pledge.failure_message if pledge.status == PledgeStatus.FAILED else None,
-        "settled": pledge.status in (PledgeStatus.SUCCEEDED, PledgeStatus.FAILED,
-                                     PledgeStatus.REFUNDED),
+        "settled": pledge.status
+        in (PledgeStatus.SUCCEEDED, PledgeStatus.FAILED, PledgeStatus.REFUNDED),
     }

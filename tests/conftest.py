@@ -28,7 +28,7 @@ from fundraiser import create_app
 from fundraiser.extensions import db
 
 ROOT = Path(__file__).resolve().parents[1]
-WEBHOOK_SECRET = "whsec_test_secret"  # noqa: S105 - the TestConfig value
+WEBHOOK_SECRET = "whsec_test_secret"
 
 
 def free_port() -> int:
@@ -101,7 +101,9 @@ class LocalStripe:
             )
         return response
 
-    def authenticate(self, payment_intent_id: str, client_secret: str, success: bool = True) -> None:
+    def authenticate(
+        self, payment_intent_id: str, client_secret: str, success: bool = True
+    ) -> None:
         """Do what Stripe.js's confirmCardPayment does for a 3-D Secure challenge."""
         response = requests.post(
             f"{self.url}/v1/payment_intents/{payment_intent_id}/_authenticate",
@@ -116,7 +118,9 @@ class LocalStripe:
         body = {"url": url or "http://127.0.0.1:9/", "secret": secret}
         if url is None:
             body["events"] = []  # an empty filter delivers nothing
-        requests.post(f"{self.url}/_config/webhooks/fundraiser", json=body, timeout=10).raise_for_status()
+        requests.post(
+            f"{self.url}/_config/webhooks/fundraiser", json=body, timeout=10
+        ).raise_for_status()
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +191,9 @@ def mailbox(smtp_server) -> Mailbox:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> str:
     """DATABASE_URL if set (PostgreSQL in CI), else a fresh SQLite file."""
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    return (
+        os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,13 @@ _seq = itertools.count(1)
 def make_group(name: str | None = None, country: str = "PS") -> AidGroup:
     """An approved aid group."""
     n = next(_seq)
-    group = AidGroup(slug=f"group-{n}", name=name or f"Test Group {n}", country=country,
-                     description="Delivers direct aid.", status=AidGroupStatus.APPROVED)
+    group = AidGroup(
+        slug=f"group-{n}",
+        name=name or f"Test Group {n}",
+        country=country,
+        description="Delivers direct aid.",
+        status=AidGroupStatus.APPROVED,
+    )
     db.session.add(group)
     db.session.flush()
     return group
@@ -47,8 +52,12 @@ def make_fast_day(
     groups = groups if groups is not None else [make_group() for _ in range(3)]
     weights = weights or [1] * len(groups)
     day = FastDay(
-        slug=slug or f"fast-{n}", title=f"Test Fast {n}", local_date=when or date.today(),
-        timezone="UTC", currency=currency, goal_minor=goal_minor,
+        slug=slug or f"fast-{n}",
+        title=f"Test Fast {n}",
+        local_date=when or date.today(),
+        timezone="UTC",
+        currency=currency,
+        goal_minor=goal_minor,
         suggested_amounts=suggested if suggested is not None else [1000, 2500, 5000],
         status=status,
     )
@@ -59,13 +68,24 @@ def make_fast_day(
     return day
 
 
-def make_pledge(day: FastDay, *, amount_minor: int = 2500, group: AidGroup | None = None,
-                email: str | None = None, status: PledgeStatus = PledgeStatus.PENDING) -> Pledge:
+def make_pledge(
+    day: FastDay,
+    *,
+    amount_minor: int = 2500,
+    group: AidGroup | None = None,
+    email: str | None = None,
+    status: PledgeStatus = PledgeStatus.PENDING,
+) -> Pledge:
     """A pledge for ``day`` in its currency."""
     pledge = Pledge(
-        token=secrets.token_urlsafe(24), fast_day=day, aid_group=group,
-        amount_minor=amount_minor, currency=day.currency,
-        email=email or f"donor{next(_seq)}@example.org", status=status, locale="en",
+        token=secrets.token_urlsafe(24),
+        fast_day=day,
+        aid_group=group,
+        amount_minor=amount_minor,
+        currency=day.currency,
+        email=email or f"donor{next(_seq)}@example.org",
+        status=status,
+        locale="en",
     )
     db.session.add(pledge)
     db.session.flush()

@@ -24,9 +24,17 @@ class GiftAttempt:
     setup_error: dict | None = None
 
 
-def start_gift(client, slug: str, *, amount: str = "2500", other: str = "",
-               allocation: str = "all", email: str = "donor@example.org",
-               name: str = "Amal", anonymous: bool = False) -> str:
+def start_gift(
+    client,
+    slug: str,
+    *,
+    amount: str = "2500",
+    other: str = "",
+    allocation: str = "all",
+    email: str = "donor@example.org",
+    name: str = "Amal",
+    anonymous: bool = False,
+) -> str:
     """Fill in the give form and return the pledge token from the redirect."""
     page = client.get(f"/fast/{slug}/give")
     assert page.status_code == 200

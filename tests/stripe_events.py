@@ -12,8 +12,14 @@ import stripe
 from tests.conftest import WEBHOOK_SECRET
 
 
-def make_event(event_type: str, obj: dict[str, Any], *, livemode: bool = False,
-               event_id: str | None = None, created: int | None = None) -> dict[str, Any]:
+def make_event(
+    event_type: str,
+    obj: dict[str, Any],
+    *,
+    livemode: bool = False,
+    event_id: str | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
     """A Stripe event envelope around ``obj``."""
     return {
         "id": event_id or f"evt_{secrets.token_hex(12)}",
@@ -33,12 +39,15 @@ def sign(body: str, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) 
     return stripe.WebhookSignature.generate_signature_header(body, secret, timestamp=timestamp)
 
 
-def signed(event: dict[str, Any], secret: str = WEBHOOK_SECRET,
-           timestamp: int | None = None) -> tuple[str, dict[str, str]]:
+def signed(
+    event: dict[str, Any], secret: str = WEBHOOK_SECRET, timestamp: int | None = None
+) -> tuple[str, dict[str, str]]:
     """The raw body and headers Stripe would send for ``event``."""
     body = json.dumps(event)
-    return body, {"Stripe-Signature": sign(body, secret, timestamp),
-                  "Content-Type": "application/json"}
+    return body, {
+        "Stripe-Signature": sign(body, secret, timestamp),
+        "Content-Type": "application/json",
+    }
 
 
 def post_event(client, event: dict[str, Any], **kwargs):

@@ -44,7 +44,9 @@ def test_gift_confirmed_by_localstripes_own_webhook_shows_in_ledger_and_totals(
 
     with app.app_context():
         pledge = db.session.scalar(select(Pledge).where(Pledge.token == token))
-        rows = db.session.scalars(select(LedgerEntry).where(LedgerEntry.pledge_id == pledge.id)).all()
+        rows = db.session.scalars(
+            select(LedgerEntry).where(LedgerEntry.pledge_id == pledge.id)
+        ).all()
         gift = [r for r in rows if r.kind == EntryKind.GIFT]
         assert [(r.amount_minor, r.currency, r.stripe_object_id) for r in gift] == [
             (2500, "USD", pledge.stripe_charge_id)

@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     controller = Controller(FolderHandler(Path(args.dir)), hostname="127.0.0.1", port=args.port)
     controller.start()
-    print(f"mail: SMTP on 127.0.0.1:{args.port}, messages kept in {Path(args.dir).resolve()}",
-          flush=True)
+    print(
+        f"mail: SMTP on 127.0.0.1:{args.port}, messages kept in {Path(args.dir).resolve()}",
+        flush=True,
+    )
     try:
         asyncio.run(asyncio.Event().wait())
     except KeyboardInterrupt:

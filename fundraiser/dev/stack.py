@@ -40,7 +40,7 @@ def register_webhook(stripe_base: str, url: str, secret: str) -> None:
     """Tell localstripe where to send its signed webhooks."""
     data = urllib.parse.urlencode({"url": url, "secret": secret}).encode()
     request = urllib.request.Request(f"{stripe_base}/_config/webhooks/fundraiser", data=data)
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local URL
+    with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 
 
@@ -48,7 +48,9 @@ def main() -> None:
     """Start everything, print where to go, and stop everything on Ctrl-C."""
     for port, what in ((APP_PORT, "the app"), (STRIPE_PORT, "localstripe"), (SMTP_PORT, "SMTP")):
         if port_in_use(port):
-            raise SystemExit(f"port {port} (for {what}) is already in use: stop what runs there first")
+            raise SystemExit(
+                f"port {port} (for {what}) is already in use: stop what runs there first"
+            )
     INSTANCE.mkdir(exist_ok=True)
     python = sys.executable
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -69,17 +71,49 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
     try:
-        start([python, "-m", "fundraiser.dev.localstripe_server", "--port", str(STRIPE_PORT),
-               "--store", str(INSTANCE / "localstripe.pickle")])
-        start([python, "-m", "fundraiser.dev.mailbox", "--port", str(SMTP_PORT),
-               "--dir", str(INSTANCE / "mail")])
+        start(
+            [
+                python,
+                "-m",
+                "fundraiser.dev.localstripe_server",
+                "--port",
+                str(STRIPE_PORT),
+                "--store",
+                str(INSTANCE / "localstripe.pickle"),
+            ]
+        )
+        start(
+            [
+                python,
+                "-m",
+                "fundraiser.dev.mailbox",
+                "--port",
+                str(SMTP_PORT),
+                "--dir",
+                str(INSTANCE / "mail"),
+            ]
+        )
         wait_for_port(STRIPE_PORT)
         wait_for_port(SMTP_PORT)
         secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_localstripe_dev")
-        register_webhook(f"http://127.0.0.1:{STRIPE_PORT}",
-                         f"http://127.0.0.1:{APP_PORT}/stripe/webhook", secret)
-        start([python, "-m", "flask", "--app", "wsgi", "run", "--host", "127.0.0.1",
-               "--port", str(APP_PORT), "--no-reload"])
+        register_webhook(
+            f"http://127.0.0.1:{STRIPE_PORT}", f"http://127.0.0.1:{APP_PORT}/stripe/webhook", secret
+        )
+        start(
+            [
+                python,
+                "-m",
+                "flask",
+                "--app",
+                "wsgi",
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(APP_PORT),
+                "--no-reload",
+            ]
+        )
         wait_for_port(APP_PORT)
         print(
             f"""
@@ -88,7 +122,7 @@ def main() -> None:
   App:          http://127.0.0.1:{APP_PORT}/
   Totals API:   http://127.0.0.1:{APP_PORT}/api/v1/fast-days
   localstripe:  http://127.0.0.1:{STRIPE_PORT}/  (test card 4242 4242 4242 4242, any future date, any CVC)
-  Mail:         SMTP 127.0.0.1:{SMTP_PORT}; every message is saved in {INSTANCE / 'mail'}
+  Mail:         SMTP 127.0.0.1:{SMTP_PORT}; every message is saved in {INSTANCE / "mail"}
   Logins (for the organizer and partner areas):
                 organizer@example.org / fastday-organizer
                 partner@example.org   / fastday-partner

@@ -32,14 +32,19 @@ class GiveForm(FlaskForm):
         _l("E-mail for your receipt"),
         validators=[
             InputRequired(_l("Enter your e-mail address so we can send your receipt.")),
-            Email(_l("Enter a valid e-mail address, like name@example.org."),
-                  check_deliverability=False),
+            Email(
+                _l("Enter a valid e-mail address, like name@example.org."),
+                check_deliverability=False,
+            ),
             Length(max=254),
         ],
     )
     dedication = TextAreaField(
         _l("Public dedication (optional)"),
-        validators=[Optional(), Length(max=280, message=_l("Keep the dedication under 280 characters."))],
+        validators=[
+            Optional(),
+            Length(max=280, message=_l("Keep the dedication under 280 characters.")),
+        ],
     )
     wants_messages = BooleanField(_l("Send me the fast day's messages"))
 
@@ -74,7 +79,9 @@ class GiveForm(FlaskForm):
             raise ValidationError(_l("Enter the amount you would like to give."))
         try:
             self.amount_minor = parse_amount(
-                field.data, self.fast_day.currency, get_locale() or "en",
+                field.data,
+                self.fast_day.currency,
+                get_locale() or "en",
                 max_major_units=self.max_major_units,
             )
         except MoneyError as exc:

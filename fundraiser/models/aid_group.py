@@ -32,9 +32,7 @@ class AidGroup(db.Model):
     country: Mapped[str] = mapped_column(String(2))  # ISO 3166-1 alpha-2
     description: Mapped[str] = mapped_column(Text, default="")
     website: Mapped[str | None] = mapped_column(String(300))
-    status: Mapped[AidGroupStatus] = mapped_column(
-        String(20), default=AidGroupStatus.APPLIED
-    )
+    status: Mapped[AidGroupStatus] = mapped_column(String(20), default=AidGroupStatus.APPLIED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

@@ -30,20 +30,37 @@ class PledgeStatus(StrEnum):
 # events can never move a pledge backwards.
 ALLOWED_TRANSITIONS: dict[PledgeStatus, frozenset[PledgeStatus]] = {
     PledgeStatus.PENDING: frozenset(
-        {PledgeStatus.PROCESSING, PledgeStatus.REQUIRES_ACTION, PledgeStatus.SUCCEEDED,
-         PledgeStatus.FAILED, PledgeStatus.REFUNDED}
+        {
+            PledgeStatus.PROCESSING,
+            PledgeStatus.REQUIRES_ACTION,
+            PledgeStatus.SUCCEEDED,
+            PledgeStatus.FAILED,
+            PledgeStatus.REFUNDED,
+        }
     ),
     PledgeStatus.PROCESSING: frozenset(
-        {PledgeStatus.REQUIRES_ACTION, PledgeStatus.SUCCEEDED, PledgeStatus.FAILED,
-         PledgeStatus.REFUNDED}
+        {
+            PledgeStatus.REQUIRES_ACTION,
+            PledgeStatus.SUCCEEDED,
+            PledgeStatus.FAILED,
+            PledgeStatus.REFUNDED,
+        }
     ),
     PledgeStatus.REQUIRES_ACTION: frozenset(
-        {PledgeStatus.PROCESSING, PledgeStatus.SUCCEEDED, PledgeStatus.FAILED,
-         PledgeStatus.REFUNDED}
+        {
+            PledgeStatus.PROCESSING,
+            PledgeStatus.SUCCEEDED,
+            PledgeStatus.FAILED,
+            PledgeStatus.REFUNDED,
+        }
     ),
     PledgeStatus.FAILED: frozenset(
-        {PledgeStatus.PROCESSING, PledgeStatus.REQUIRES_ACTION, PledgeStatus.SUCCEEDED,
-         PledgeStatus.REFUNDED}
+        {
+            PledgeStatus.PROCESSING,
+            PledgeStatus.REQUIRES_ACTION,
+            PledgeStatus.SUCCEEDED,
+            PledgeStatus.REFUNDED,
+        }
     ),
     PledgeStatus.SUCCEEDED: frozenset({PledgeStatus.REFUNDED}),
     PledgeStatus.REFUNDED: frozenset(),

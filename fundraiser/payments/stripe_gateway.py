@@ -125,13 +125,15 @@ def _call(fn: Callable[[], Any], what: str) -> dict[str, Any]:
             if not _retryable(exc):
                 raise PaymentError(f"{what}: {exc.user_message or exc}") from exc
             if attempt >= settings.max_retries:
-                log.warning("stripe %s gave up after %d attempts: %s", what, attempt + 1,
-                            type(exc).__name__)
+                log.warning(
+                    "stripe %s gave up after %d attempts: %s", what, attempt + 1, type(exc).__name__
+                )
                 raise PaymentServiceUnavailable(what) from exc
             delay = settings.retry_base_seconds * (2**attempt)
             delay = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
-            log.info("stripe %s: %s, retry %d in %.2fs", what, type(exc).__name__,
-                     attempt + 1, delay)
+            log.info(
+                "stripe %s: %s, retry %d in %.2fs", what, type(exc).__name__, attempt + 1, delay
+            )
             time.sleep(delay)
             attempt += 1
 

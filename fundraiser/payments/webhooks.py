@@ -46,7 +46,9 @@ def _find_pledge(obj: dict[str, Any]) -> Pledge | None:
     if isinstance(intent_id, dict):
         intent_id = intent_id.get("id")
     if intent_id:
-        pledge = db.session.scalar(select(Pledge).where(Pledge.stripe_payment_intent_id == intent_id))
+        pledge = db.session.scalar(
+            select(Pledge).where(Pledge.stripe_payment_intent_id == intent_id)
+        )
         if pledge is not None:
             return pledge
     if obj.get("object") == "charge":
@@ -77,8 +79,9 @@ def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome |
         pledge = pledges.lock(found.id) if found is not None else None
         if pledge is None or intent_id is None:
             outcome = EventOutcome.UNMATCHED
-            log.warning("stripe event %s (%s) matches no pledge; kept for review",
-                        event["id"], event_type)
+            log.warning(
+                "stripe event %s (%s) matches no pledge; kept for review", event["id"], event_type
+            )
         else:
             pledges.sync_payment(pledge, intent_id)
             outcome = EventOutcome.APPLIED

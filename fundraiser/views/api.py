@@ -41,8 +41,12 @@ def fast_days():
     )
     return jsonify(
         fast_days=[
-            {"slug": d.slug, "title": d.title, "date": d.local_date.isoformat(),
-             "status": str(d.status)}
+            {
+                "slug": d.slug,
+                "title": d.title,
+                "date": d.local_date.isoformat(),
+                "status": str(d.status),
+            }
             for d in days
         ]
     )

@@ -22,8 +22,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):
-        return render(400, _("This form has expired"),
-                      _("Please go back, reload the page and try again."))
+        return render(
+            400, _("This form has expired"), _("Please go back, reload the page and try again.")
+        )
 
     @app.errorhandler(400)
     def bad_request(error):
@@ -39,5 +40,4 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(500)
     def server_error(error):
-        return render(500, _("Something went wrong"),
-                      _("Please try again in a few minutes."))
+        return render(500, _("Something went wrong"), _("Please try again in a few minutes."))
