@@ -71,7 +71,7 @@ def queue_receipt(pledge: Pledge) -> None:
             split=ledger.describe_split(pledge),
             pledge_url=f"{base}/pledge/{pledge.token}",
         )
-    pledge.receipt_sent_at = utcnow()
+    pledge.receipt_queued_at = utcnow()
     queue(msg)
 
 

@@ -19,12 +19,17 @@ class GiveForm(FlaskForm):
     """What a donor fills in before the card step; built per fast day."""
 
     amount = RadioField(_l("Amount"), validators=[InputRequired(_l("Choose an amount."))])
-    other_amount = StringField(_l("Other amount"), validators=[Optional()])
-    currency = SelectField(_l("Currency"), validators=[InputRequired()])
+    # No Optional(): it would stop the chain before validate_other_amount sees an empty box.
+    other_amount = StringField(_l("Other amount"))
+    # validate_choice=False so our own validators below give a message a donor can act on.
+    currency = SelectField(
+        _l("Currency"), validators=[InputRequired(_l("Choose a currency."))], validate_choice=False
+    )
     allocation = RadioField(
         _l("Where should your gift go?"),
         validators=[InputRequired(_l("Choose where your gift goes."))],
         default=ALL_GROUPS,
+        validate_choice=False,
     )
     donor_name = StringField(_l("Your name"), validators=[Optional(), Length(max=120)])
     anonymous = BooleanField(_l("Give anonymously"))
@@ -86,6 +91,13 @@ class GiveForm(FlaskForm):
             )
         except MoneyError as exc:
             raise ValidationError(str(exc)) from None
+
+    def validate_currency(self, field: SelectField) -> None:
+        """Only the fast day's own currency, for now."""
+        if field.data != self.fast_day.currency:
+            raise ValidationError(
+                _l("This fast day takes gifts in %(currency)s.", currency=self.fast_day.currency)
+            )
 
     def validate_allocation(self, field: RadioField) -> None:
         """Only 'all' or a group this day funds."""

@@ -101,7 +101,7 @@ class Pledge(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    receipt_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    receipt_queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     fast_day: Mapped[FastDay] = relationship()
     aid_group: Mapped[AidGroup | None] = relationship()

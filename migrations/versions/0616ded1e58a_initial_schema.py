@@ -95,7 +95,7 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.Column('succeeded_at', sa.DateTime(), nullable=True),
-    sa.Column('receipt_sent_at', sa.DateTime(), nullable=True),
+    sa.Column('receipt_queued_at', sa.DateTime(), nullable=True),
     sa.CheckConstraint('amount_minor > 0', name=op.f('ck_pledge_amount_positive')),
     sa.ForeignKeyConstraint(['aid_group_id'], ['aid_group.id'], name=op.f('fk_pledge_aid_group_id_aid_group')),
     sa.ForeignKeyConstraint(['fast_day_id'], ['fast_day.id'], name=op.f('fk_pledge_fast_day_id_fast_day')),
