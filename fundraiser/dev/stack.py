@@ -69,7 +69,12 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
 
-    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a shell that starts us in the background ignores SIGINT by default.
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         start(
             [
@@ -134,8 +139,9 @@ def main() -> None:
             time.sleep(0.5)
         print("a component stopped; stopping the rest", file=sys.stderr)
     except KeyboardInterrupt:
-        pass
+        print("\nstopping localstripe, the mail server and the app", flush=True)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut stop() short
         stop()
 
 
