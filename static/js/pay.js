@@ -3,9 +3,18 @@
 (function () {
   "use strict";
   var form = document.getElementById("payment");
-  if (!form || typeof Stripe === "undefined") { return; }
+  if (!form) { return; }
 
   var data = form.dataset;
+  if (typeof Stripe === "undefined") {
+    // Stripe.js did not load (blocked or offline): say so, rather than letting the
+    // button submit the form and quietly reload the page.
+    var missing = document.getElementById("payment-error");
+    missing.textContent = data.errorGeneric;
+    missing.hidden = false;
+    form.addEventListener("submit", function (event) { event.preventDefault(); });
+    return;
+  }
   var stripe = Stripe(data.publishableKey);
   var card = stripe.elements().create("card");
   card.mount("#card-element");
@@ -17,6 +26,9 @@
   // After a network failure at the charge step the card is already saved: charge again
   // without asking for it (the server's idempotency key makes a second charge impossible).
   var cardSaved = false;
+  // Once the gift is charged the page is leaving: keep the button disabled so a second
+  // click cannot ask for the charge again while the thank-you page loads.
+  var leaving = false;
 
   function showError(message) {
     errorBox.textContent = message || "";
@@ -76,11 +88,12 @@
         showError(result.message || data.errorGeneric);
         return;
       }
+      leaving = true;
       window.location.assign(result.next);
     } catch (err) {
       showError(data.errorGeneric);
     } finally {
-      setBusy(false);
+      if (!leaving) { setBusy(false); }
     }
   }
 
