@@ -45,21 +45,24 @@ def _add_once(
     return True
 
 
-def _fee(balance_transaction: Any) -> tuple[str, int] | None:
-    """(id, fee) of an expanded balance transaction, or None if not expanded or no fee."""
+def _fee(balance_transaction: Any, currency: str) -> tuple[str, int, str] | None:
+    """(id, fee, currency) of an expanded balance transaction, or None if not expanded or no fee."""
     if not isinstance(balance_transaction, dict):
         return None
     fee = int(balance_transaction.get("fee") or 0)
-    return (balance_transaction["id"], fee) if fee else None
+    # The fee is in the balance transaction's (settlement) currency, which differs from the
+    # charge's when Stripe converts: a USD fee on a EUR gift must not be booked as euros.
+    fee_currency = balance_transaction.get("currency") or currency
+    return (balance_transaction["id"], fee, fee_currency) if fee else None
 
 
 def record_charge(pledge: Pledge, charge: dict[str, Any]) -> bool:
     """Record a succeeded charge: the gross gift and Stripe's fee; True if newly recorded."""
     currency = charge["currency"]
     added = _add_once(pledge, EntryKind.GIFT, int(charge["amount"]), currency, charge["id"])
-    fee = _fee(charge.get("balance_transaction"))
+    fee = _fee(charge.get("balance_transaction"), currency)
     if fee:
-        _add_once(pledge, EntryKind.FEE, -fee[1], currency, fee[0])
+        _add_once(pledge, EntryKind.FEE, -fee[1], fee[2], fee[0])
     db.session.flush()
     return added
 
@@ -70,9 +73,9 @@ def record_refund(pledge: Pledge, refund: dict[str, Any]) -> bool:
         return False  # pending refunds move no money yet; failed ones never did
     currency = refund["currency"]
     added = _add_once(pledge, EntryKind.REFUND, -int(refund["amount"]), currency, refund["id"])
-    fee = _fee(refund.get("balance_transaction"))
+    fee = _fee(refund.get("balance_transaction"), currency)
     if fee:
-        _add_once(pledge, EntryKind.FEE, -fee[1], currency, fee[0])
+        _add_once(pledge, EntryKind.FEE, -fee[1], fee[2], fee[0])
     db.session.flush()
     return added
 

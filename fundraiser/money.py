@@ -7,12 +7,13 @@ This module is the only place that converts between that and what people read or
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from babel import Locale
-from babel.numbers import NumberFormatError, parse_decimal, parse_pattern
+from babel.numbers import NumberFormatError, get_group_symbol, parse_decimal, parse_pattern
 
 # Stripe's presentment currencies (docs.stripe.com/currencies). Two-decimal unless listed below.
 STRIPE_CURRENCIES: frozenset[str] = frozenset(
@@ -252,7 +253,8 @@ class CurrencyMismatch(TypeError):
 def to_decimal(amount_minor: int, currency: str) -> Decimal:
     """Convert minor units to an exact Decimal in major units."""
     exp = exponent(currency)
-    return Decimal(amount_minor).scaleb(-exp)
+    # Built from text, not with scaleb(): Decimal arithmetic rounds to the context's 28 digits.
+    return Decimal(f"{amount_minor}E-{exp}")
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
@@ -261,12 +263,14 @@ def to_minor(amount: Decimal, currency: str) -> int:
     exp = exponent(code)
     if not amount.is_finite():
         raise MoneyError("Enter a number.")
-    scaled = amount.scaleb(exp)
-    if scaled != scaled.to_integral_value():
+    # Exact integer arithmetic: Decimal's scaleb() rounds to the context's 28 digits, which
+    # turned "25.0000000000000000000000000001" into 2500 instead of refusing it.
+    numerator, denominator = amount.as_integer_ratio()
+    minor, rest = divmod(numerator * 10**exp, denominator)
+    if rest:
         if exp == 0:
             raise MoneyError(f"{code} has no decimal places: enter a whole number.")
         raise MoneyError(f"{code} allows at most {exp} decimal places.")
-    minor = int(scaled)
     if code in THREE_DECIMAL and minor % 10:
         raise MoneyError(f"{code} amounts must end in 0 in the third decimal place.")
     if code in WHOLE_UNITS_ONLY and minor % 100:
@@ -282,9 +286,18 @@ def parse_amount(
     max_major_units: int = DEFAULT_MAX_MAJOR_UNITS,
 ) -> int:
     """Parse what a donor typed into positive minor units, or raise MoneyError saying why."""
+    code = normalize_currency(currency)
     raw = (text or "").strip()
     if not raw:
         raise MoneyError("Enter an amount.")
+    # No letters: Decimal reads "1e5" (a slip for 15) as 100000, and "1e999999" overflows.
+    if any(char.isalpha() for char in raw):
+        raise MoneyError("Enter a number, like 25 or 25.50.")
+    # Strict parsing only takes the locale's own group separator, and French groups with a
+    # narrow no-break space that nobody types: read a typed space as that separator.
+    group_symbol = get_group_symbol(locale)
+    if group_symbol.isspace():
+        raw = re.sub(r"\s", group_symbol, raw)
     try:
         value = parse_decimal(raw, locale=locale, strict=True)
     except NumberFormatError:
@@ -298,10 +311,10 @@ def parse_amount(
         raise MoneyError("Enter a number, like 25 or 25.50.")
     if value <= 0:
         raise MoneyError("Enter an amount greater than zero.")
-    minor = to_minor(value, currency)
-    if minor > max_major_units * 10 ** exponent(currency):
-        raise MoneyError(f"The most one gift can be is {max_major_units:,} {currency.upper()}.")
-    return minor
+    # Checked before converting, so an absurdly long number is refused without big arithmetic.
+    if value > max_major_units:
+        raise MoneyError(f"The most one gift can be is {max_major_units:,} {code}.")
+    return to_minor(value, code)
 
 
 def format_amount(amount_minor: int, currency: str, locale: str | Locale = "en") -> str:
