@@ -98,9 +98,10 @@ class DayTotals:
     @property
     def percent_of_goal(self) -> int:
         """Progress toward the goal, 0–100, for the progress bar (never over 100)."""
-        if self.goal_minor <= 0:
+        if self.goal_minor <= 0 or self.raised_minor <= 0:
             return 0
-        return max(0, min(100, self.raised_minor * 100 // self.goal_minor))
+        # At least 1 once anything is raised, so the first gifts show on the bar.
+        return max(1, min(100, self.raised_minor * 100 // self.goal_minor))
 
 
 def _sum(fast_day: FastDay, currency: str, kinds: tuple[EntryKind, ...]) -> int:
@@ -195,5 +196,7 @@ def describe_split(pledge: Pledge) -> list[tuple[str, int]]:
     if pledge.aid_group is not None:
         return [(pledge.aid_group.name, pledge.amount_minor)]
     links = pledge.fast_day.allocations
+    if not links:
+        return []  # a day with no groups yet takes no gifts; never fail a page over it
     shares = split_largest_remainder(pledge.amount_minor, [link.weight for link in links])
     return [(link.aid_group.name, share) for link, share in zip(links, shares, strict=True)]

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from babel import Locale
 from babel.numbers import NumberFormatError, get_group_symbol, parse_decimal, parse_pattern
+from flask_babel import lazy_gettext as _l
 
 # Stripe's presentment currencies (docs.stripe.com/currencies). Two-decimal unless listed below.
 STRIPE_CURRENCIES: frozenset[str] = frozenset(
@@ -212,7 +213,7 @@ def normalize_currency(currency: str) -> str:
     """Return the upper-case ISO code, or raise MoneyError for a currency Stripe does not take."""
     code = (currency or "").strip().upper()
     if code not in STRIPE_CURRENCIES:
-        raise MoneyError(f"Unknown currency: {currency!r}.")
+        raise MoneyError(_l("Unknown currency: %(code)s.", code=repr(currency)))
     return code
 
 
@@ -262,19 +263,23 @@ def to_minor(amount: Decimal, currency: str) -> int:
     code = normalize_currency(currency)
     exp = exponent(code)
     if not amount.is_finite():
-        raise MoneyError("Enter a number.")
+        raise MoneyError(_l("Enter a number."))
     # Exact integer arithmetic: Decimal's scaleb() rounds to the context's 28 digits, which
     # turned "25.0000000000000000000000000001" into 2500 instead of refusing it.
     numerator, denominator = amount.as_integer_ratio()
     minor, rest = divmod(numerator * 10**exp, denominator)
     if rest:
         if exp == 0:
-            raise MoneyError(f"{code} has no decimal places: enter a whole number.")
-        raise MoneyError(f"{code} allows at most {exp} decimal places.")
+            raise MoneyError(_l("%(code)s has no decimal places: enter a whole number.", code=code))
+        raise MoneyError(
+            _l("%(code)s allows at most %(digits)s decimal places.", code=code, digits=exp)
+        )
     if code in THREE_DECIMAL and minor % 10:
-        raise MoneyError(f"{code} amounts must end in 0 in the third decimal place.")
+        raise MoneyError(
+            _l("%(code)s amounts must end in 0 in the third decimal place.", code=code)
+        )
     if code in WHOLE_UNITS_ONLY and minor % 100:
-        raise MoneyError(f"{code} amounts must be whole numbers.")
+        raise MoneyError(_l("%(code)s amounts must be whole numbers.", code=code))
     return minor
 
 
@@ -289,10 +294,10 @@ def parse_amount(
     code = normalize_currency(currency)
     raw = (text or "").strip()
     if not raw:
-        raise MoneyError("Enter an amount.")
+        raise MoneyError(_l("Enter an amount."))
     # No letters: Decimal reads "1e5" (a slip for 15) as 100000, and "1e999999" overflows.
     if any(char.isalpha() for char in raw):
-        raise MoneyError("Enter a number, like 25 or 25.50.")
+        raise MoneyError(_l("Enter a number, like 25 or 25.50."))
     # Strict parsing only takes the locale's own group separator, and French groups with a
     # narrow no-break space that nobody types: read a typed space as that separator.
     group_symbol = get_group_symbol(locale)
@@ -306,14 +311,20 @@ def parse_amount(
         try:
             value = Decimal(raw)
         except InvalidOperation:
-            raise MoneyError("Enter a number, like 25 or 25.50.") from None
+            raise MoneyError(_l("Enter a number, like 25 or 25.50.")) from None
     if not value.is_finite():
-        raise MoneyError("Enter a number, like 25 or 25.50.")
+        raise MoneyError(_l("Enter a number, like 25 or 25.50."))
     if value <= 0:
-        raise MoneyError("Enter an amount greater than zero.")
+        raise MoneyError(_l("Enter an amount greater than zero."))
     # Checked before converting, so an absurdly long number is refused without big arithmetic.
     if value > max_major_units:
-        raise MoneyError(f"The most one gift can be is {max_major_units:,} {code}.")
+        raise MoneyError(
+            _l(
+                "The most one gift can be is %(number)s %(code)s.",
+                number=f"{max_major_units:,}",
+                code=code,
+            )
+        )
     return to_minor(value, code)
 
 

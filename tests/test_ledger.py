@@ -455,3 +455,17 @@ def test_describe_split_example(ctx):
     day = make_fast_day(groups=groups, weights=[1, 1, 1])
     pledge = make_pledge(day, amount_minor=100)
     assert ledger.describe_split(pledge) == [("A", 34), ("B", 33), ("C", 33)]
+
+
+def test_progress_shows_the_first_gifts_and_never_passes_the_goal():
+    from fundraiser.ledger import DayTotals
+
+    def percent(raised: int, goal: int) -> int:
+        return DayTotals("USD", raised, 0, 1, goal).percent_of_goal
+
+    assert percent(0, 500_000) == 0
+    assert percent(2500, 500_000) == 1  # 0.5 % still shows as a sliver
+    assert percent(250_000, 500_000) == 50
+    assert percent(900_000, 500_000) == 100
+    assert percent(-100, 500_000) == 0
+    assert percent(2500, 0) == 0
