@@ -19,6 +19,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from . import ledger, mail
@@ -50,11 +51,11 @@ def create_pledge(
 ) -> Pledge:
     """Record a donor's intention to give; no money moves yet."""
     if not fast_day.is_open_for_gifts:
-        raise PledgeError("This fast day is not taking gifts.")
+        raise PledgeError(_l("This fast day is not taking gifts."))
     if currency.upper() != fast_day.currency:
-        raise PledgeError("This fast day takes gifts in its own currency only.")
+        raise PledgeError(_l("This fast day takes gifts in its own currency only."))
     if aid_group is not None and aid_group not in fast_day.groups:
-        raise PledgeError("That group is not funded by this fast day.")
+        raise PledgeError(_l("That group is not funded by this fast day."))
     pledge = Pledge(
         token=secrets.token_urlsafe(24),
         fast_day=fast_day,
@@ -127,13 +128,13 @@ def charge_now(pledge: Pledge) -> ChargeOutcome:
     if pledge.status in (PledgeStatus.SUCCEEDED, PledgeStatus.REFUNDED):
         return ChargeOutcome(status="succeeded")
     if pledge.stripe_setup_intent_id is None:
-        raise PledgeError("Enter your card details first.")
+        raise PledgeError(_l("Enter your card details first."))
     setup = gateway.retrieve_setup_intent(pledge.stripe_setup_intent_id)
     payment_method = setup.get("payment_method")
     if isinstance(payment_method, dict):
         payment_method = payment_method.get("id")
     if setup["status"] != "succeeded" or not payment_method:
-        raise PledgeError("Your card was not saved. Please enter it again.")
+        raise PledgeError(_l("Your card was not saved. Please enter it again."))
     try:
         intent = gateway.create_payment_intent(
             amount_minor=pledge.amount_minor,
@@ -177,7 +178,16 @@ def _apply_intent_status(pledge: Pledge, intent: dict[str, Any]) -> ChargeOutcom
 
 def lock(pledge_id: int) -> Pledge | None:
     """Load a pledge under a row lock, so concurrent events for it apply one at a time."""
-    return db.session.scalar(select(Pledge).where(Pledge.id == pledge_id).with_for_update())
+    # The webhook finds the pledge before it locks it, so the session already holds it; without
+    # populate_existing SQLAlchemy keeps the columns read before the lock was granted, and an
+    # event that waited would act on a state another event has since changed (on PostgreSQL
+    # every event that waited sent the receipt again).
+    return db.session.scalar(
+        select(Pledge)
+        .where(Pledge.id == pledge_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def sync_payment(pledge: Pledge, payment_intent_id: str) -> None:

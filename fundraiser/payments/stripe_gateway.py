@@ -274,7 +274,8 @@ def verify_event(payload: bytes, signature_header: str | None, secret: str) -> d
         stripe.WebhookSignature.verify_header(
             payload, signature_header, secret, tolerance=stripe.Webhook.DEFAULT_TOLERANCE
         )
-    except (stripe.SignatureVerificationError, ValueError, IndexError) as exc:
+    except (stripe.SignatureVerificationError, ValueError, IndexError, TypeError) as exc:
+        # TypeError: hmac.compare_digest refuses a non-ASCII signature instead of returning False.
         raise InvalidSignature(str(exc)) from exc
     try:
         event = json.loads(payload)

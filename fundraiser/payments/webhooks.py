@@ -18,6 +18,7 @@ from sqlalchemy import select
 from .. import pledges
 from ..extensions import db
 from ..models import EventOutcome, Pledge, StripeEvent
+from . import stripe_gateway as gateway
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,25 @@ class LivemodeMismatch(Exception):
     """A test-mode event reached a live app, or the other way round."""
 
 
+def _pledge_from_metadata(obj: dict[str, Any]) -> Pledge | None:
+    pledge_id = (obj.get("metadata") or {}).get("pledge_id")
+    if not (pledge_id and str(pledge_id).isdigit()):
+        return None
+    pledge = db.session.get(Pledge, int(pledge_id))
+    customer = obj.get("customer")
+    customer = customer.get("id") if isinstance(customer, dict) else customer
+    if pledge is not None and customer and pledge.stripe_customer_id not in (None, customer):
+        # Ids repeat after a database restore while Stripe keeps its objects: a pledge id
+        # alone is not proof, the Customer it was paid by must be the pledge's own.
+        return None
+    return pledge
+
+
 def _find_pledge(obj: dict[str, Any]) -> Pledge | None:
     """The pledge a PaymentIntent or Charge belongs to, by our metadata or by Stripe ids."""
-    pledge_id = (obj.get("metadata") or {}).get("pledge_id")
-    if pledge_id and str(pledge_id).isdigit():
-        pledge = db.session.get(Pledge, int(pledge_id))
-        if pledge is not None:
-            return pledge
+    pledge = _pledge_from_metadata(obj)
+    if pledge is not None:
+        return pledge
     intent_id = obj["id"] if obj.get("object") == "payment_intent" else obj.get("payment_intent")
     if isinstance(intent_id, dict):
         intent_id = intent_id.get("id")
@@ -52,7 +65,14 @@ def _find_pledge(obj: dict[str, Any]) -> Pledge | None:
         if pledge is not None:
             return pledge
     if obj.get("object") == "charge":
-        return db.session.scalar(select(Pledge).where(Pledge.stripe_charge_id == obj["id"]))
+        pledge = db.session.scalar(select(Pledge).where(Pledge.stripe_charge_id == obj["id"]))
+        if pledge is None and intent_id:
+            # The charge of an attempt whose PaymentIntent id we never kept (a declined card,
+            # or the first card of a donor who retried) may carry no metadata of its own, and
+            # whether it matched would depend on which event came first. Its PaymentIntent,
+            # as Stripe holds it, carries our pledge id.
+            pledge = _pledge_from_metadata(gateway.retrieve_payment_intent(intent_id))
+        return pledge
     return None
 
 

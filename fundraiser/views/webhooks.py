@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
+from ..models import StripeEvent
 from ..payments import stripe_gateway as gateway
 from ..payments.webhooks import LivemodeMismatch, handle_event
 
@@ -39,9 +40,12 @@ def stripe_webhook():
         db.session.rollback()
         return jsonify(error="livemode mismatch"), 400
     except IntegrityError:
-        # A twin delivery of the same event committed first: it is handled.
         db.session.rollback()
-        return jsonify(received=True, duplicate=True), 200
+        if db.session.get(StripeEvent, event["id"]) is not None:
+            # A twin delivery of the same event committed first: it is handled.
+            return jsonify(received=True, duplicate=True), 200
+        log.exception("stripe event %s broke a constraint; Stripe will retry", event["id"])
+        return jsonify(error="not processed, retry later"), 500
     except Exception:
         db.session.rollback()
         log.exception("stripe event %s could not be processed; Stripe will retry", event.get("id"))

@@ -27,7 +27,9 @@ from tests.e2e.browser_helpers import (
 def playwright_instance() -> Iterator[Playwright]:
     """Playwright's driver, started once."""
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (make test does it as root)")
+        pytest.fail(
+            f"no chromium at {CHROMIUM}: apt-get install chromium (make test does it as root)"
+        )
     with sync_playwright() as playwright:
         yield playwright
 
