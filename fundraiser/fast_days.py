@@ -73,6 +73,14 @@ def time_until_start(day: FastDay, now: datetime | None = None) -> timedelta | N
     return remaining if remaining > timedelta(0) else None
 
 
+def time_until_end(day: FastDay, now: datetime | None = None) -> timedelta | None:
+    """How long a live day has left, or None unless it is live and not yet over."""
+    if day.status != FastDayStatus.LIVE:
+        return None
+    remaining = ends_at(day) - (now or utcnow())
+    return remaining if remaining > timedelta(0) else None
+
+
 def local_today(day: FastDay) -> date:
     """Today's date in the day's display time zone."""
     return utcnow().astimezone(ZoneInfo(day.timezone)).date()

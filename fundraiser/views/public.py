@@ -52,7 +52,8 @@ def index():
         "public/index.html",
         day=day,
         totals=ledger.day_totals(day) if day else None,
-        countdown=fast_days.time_until_start(day) if day else None,
+        starts_in=fast_days.time_until_start(day) if day else None,
+        ends_in=fast_days.time_until_end(day) if day else None,
         upcoming=fast_days.upcoming(exclude=day),
         past=past,
         past_totals=ledger.totals_for_days(past),
@@ -68,8 +69,8 @@ def fast_day(slug: str):
         day=day,
         totals=ledger.day_totals(day),
         allocations=ledger.allocations(day),
-        countdown=fast_days.time_until_start(day),
-        starts_at=fast_days.starts_at(day),
+        starts_in=fast_days.time_until_start(day),
+        ends_in=fast_days.time_until_end(day),
     )
 
 

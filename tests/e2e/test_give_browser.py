@@ -28,9 +28,9 @@ def day_slug(app) -> str:
     """A live fast day with a goal, funding three groups, committed for the live server."""
     with app.app_context():
         groups = [
-            make_group("Olive Tree Kitchen"),
-            make_group("Gaza Water Relief"),
-            make_group("Rafah Family Bakery"),
+            make_group("Test Kitchen Circle"),
+            make_group("Test Water Circle"),
+            make_group("Test Bakery Circle"),
         ]
         day = make_fast_day(groups=groups, goal_minor=500_000, suggested=[1000, 2500, 5000])
         slug = day.slug
