@@ -68,6 +68,15 @@ class Config:
     # The largest single gift accepted, in major units of any currency.
     MAX_GIFT_MAJOR_UNITS = int(os.environ.get("MAX_GIFT_MAJOR_UNITS", "1000000"))
 
+    # Login attempts are counted here; use redis://… whenever more than one process serves.
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_HEADERS_ENABLED = True
+    # How long an invitation link to set a password stays valid.
+    INVITATION_MAX_AGE_SECONDS = int(
+        os.environ.get("INVITATION_MAX_AGE_SECONDS", str(7 * 24 * 3600))
+    )
+    PERMANENT_SESSION_LIFETIME = int(os.environ.get("SESSION_LIFETIME_SECONDS", str(12 * 3600)))
+
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session; donors fill forms slowly
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

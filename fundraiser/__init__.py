@@ -12,7 +12,7 @@ from flask import Flask, g, request
 from config import ProductionConfig, config_for
 
 from . import database
-from .extensions import babel, csrf, db, migrate
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -57,23 +57,49 @@ def register_extensions(app: Flask) -> None:
     from .i18n import select_locale, select_timezone
 
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
+    limiter.init_app(app)
+    register_login(app)
     with app.app_context():
         database.configure_engine(db.engine)
 
 
+def register_login(app: Flask) -> None:
+    """Flask-Login: sessions carry "id:version", checked on every request."""
+    from flask import jsonify, redirect, url_for
+    from flask_babel import lazy_gettext
+
+    from .auth import load_session_user
+
+    login_manager.init_app(app)
+    login_manager.user_loader(load_session_user)
+    login_manager.login_message = lazy_gettext("Please sign in to see that page.")
+
+    @login_manager.unauthorized_handler
+    def _unauthorized():
+        if request.path.startswith("/api/"):
+            return jsonify(error="sign in required"), 401
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
 def register_blueprints(app: Flask) -> None:
     """One blueprint per audience."""
-    from .views import api, public, webhooks
+    from .views import admin, api, auth, partner, public, webhooks
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(partner.bp)
     csrf.exempt(webhooks.bp)  # Stripe signs its requests; it cannot send our CSRF token
 
 
 def register_request_hooks(app: Flask) -> None:
     """Write intent for state-changing requests, and security headers on every response."""
+    from .access import refuse_undeclared
     from .security import apply_security_headers
+
+    app.before_request(refuse_undeclared)
 
     @app.before_request
     def _begin_writes() -> None:

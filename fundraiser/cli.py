@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import click
 from flask import Flask
+from flask.cli import AppGroup
 
 from . import demo
 from .database import writing
 from .extensions import db
+from .models import Role
 
 
 def register(app: Flask) -> None:
     """Attach the commands to the app."""
+    app.cli.add_command(users)
 
     @app.cli.command("demo-data")
     @click.option("--force", is_flag=True, help="Load even if the database already has fast days.")
@@ -26,3 +29,33 @@ def register(app: Flask) -> None:
             demo.load()
             db.session.commit()
         click.echo("demo data: loaded three fast days, six groups and two logins")
+
+
+users = AppGroup("users", help="Manage organizer and partner accounts.")
+
+
+@users.command("create-organizer")
+@click.argument("email")
+def create_organizer(email: str) -> None:
+    """Create an organizer account; the password is asked for, never taken as an argument."""
+    from . import audit, auth
+
+    password = click.prompt(
+        "Password (at least 12 characters)", hide_input=True, confirmation_prompt=True
+    )
+    problem = auth.password_problem(password)
+    if problem:
+        raise click.ClickException(problem)
+    with writing():
+        try:
+            user = auth.create_user(email, Role.ORGANIZER, password=password)
+        except auth.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        audit.record(
+            "user.create",
+            target=user,
+            actor=user,
+            after={"email": user.email, "role": "organizer", "via": "command line"},
+        )
+        db.session.commit()
+    click.echo(f"organizer {user.email} created; sign in at /login")

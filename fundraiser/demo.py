@@ -164,7 +164,7 @@ def _day(
         description=description,
     )
     for position, group in enumerate(groups):
-        day.allocations.append(
+        day.split_rows.append(
             FastDayGroup(aid_group=group, weight=1 + position % 2, position=position)
         )
     db.session.add(day)

@@ -7,13 +7,14 @@ event finds the row already there and adds nothing.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 
 from .extensions import db
-from .models import EntryKind, FastDay, LedgerEntry, Pledge, PledgeStatus
+from .models import AidGroup, EntryKind, FastDay, LedgerEntry, Pledge, PledgeStatus
 from .money import split_largest_remainder
 
 # Kinds that change what donors gave (fees are what Stripe kept, shown apart).
@@ -40,9 +41,26 @@ def _add_once(
             amount_minor=amount_minor,
             currency=currency.upper(),
             stripe_object_id=stripe_object_id,
+            split_version=_split_version_for(pledge),
         )
     )
     return True
+
+
+def _split_version_for(pledge: Pledge) -> int | None:
+    """The split version that shares a pooled gift: the one in force when it came in.
+
+    A refund or a fee follows its gift, so a split changed in between never moves money
+    that was already shared under the old one.
+    """
+    if pledge.aid_group_id is not None:
+        return None
+    recorded = db.session.scalar(
+        select(LedgerEntry.split_version).where(
+            LedgerEntry.pledge_id == pledge.id, LedgerEntry.kind == EntryKind.GIFT
+        )
+    )
+    return recorded or pledge.fast_day.split_version
 
 
 def _fee(balance_transaction: Any, currency: str) -> tuple[str, int, str] | None:
@@ -159,35 +177,56 @@ class GroupAllocation:
 def allocations(fast_day: FastDay) -> list[GroupAllocation]:
     """Each funded group's allocation: its designated gifts plus a share of the pool.
 
-    The pool (gifts to "all groups", net of refunds and fees) is split by the day's
-    weights with the largest-remainder method on the cumulative pool, so the shares
-    always add up to the pool exactly.
+    The pool (gifts to "all groups", net of refunds and fees) is split by the weights of
+    the split version each gift came in under, with the largest-remainder method on each
+    version's cumulative pool, so the shares always add up to the pool exactly. Groups
+    appear in the current split's order, then any only in older versions or designated.
     """
     currency = fast_day.currency
     rows = db.session.execute(
-        select(LedgerEntry.aid_group_id, func.sum(LedgerEntry.amount_minor))
+        select(
+            LedgerEntry.aid_group_id, LedgerEntry.split_version, func.sum(LedgerEntry.amount_minor)
+        )
         .where(
             LedgerEntry.fast_day_id == fast_day.id,
             LedgerEntry.currency == currency,
             LedgerEntry.kind != EntryKind.DISBURSEMENT,
         )
-        .group_by(LedgerEntry.aid_group_id)
+        .group_by(LedgerEntry.aid_group_id, LedgerEntry.split_version)
     ).all()
-    net_by_group = {group_id: int(total) for group_id, total in rows}
-    pool = net_by_group.pop(None, 0)
-    links = fast_day.allocations
-    if not links:
-        return []
-    shares = split_largest_remainder(pool, [link.weight for link in links])
+    designated: dict[int, int] = defaultdict(int)
+    pool_by_version: dict[int, int] = defaultdict(int)
+    for group_id, version, total in rows:
+        if group_id is None:
+            pool_by_version[version or 1] += int(total)
+        else:
+            designated[group_id] += int(total)
+
+    groups: dict[int, AidGroup] = {}
+    for link in [*fast_day.allocations, *fast_day.split_rows]:
+        groups.setdefault(link.aid_group_id, link.aid_group)
+    for group_id in designated:
+        if group_id not in groups:
+            groups[group_id] = db.session.get(AidGroup, group_id)
+
+    pool_share: dict[int, int] = defaultdict(int)
+    for version, pool in pool_by_version.items():
+        links = fast_day.split_of(version) or fast_day.allocations
+        if not links:
+            continue  # no groups to share with yet; the pool waits for a split
+        shares = split_largest_remainder(pool, [link.weight for link in links])
+        for link, share in zip(links, shares, strict=True):
+            pool_share[link.aid_group_id] += share
+
     return [
         GroupAllocation(
-            aid_group_id=link.aid_group_id,
-            slug=link.aid_group.slug,
-            name=link.aid_group.name,
-            designated_minor=net_by_group.get(link.aid_group_id, 0),
-            pool_share_minor=share,
+            aid_group_id=group_id,
+            slug=group.slug,
+            name=group.name,
+            designated_minor=designated.get(group_id, 0),
+            pool_share_minor=pool_share.get(group_id, 0),
         )
-        for link, share in zip(links, shares, strict=True)
+        for group_id, group in groups.items()
     ]
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from .extensions import db
-from .models import Pledge, utcnow
+from .models import Pledge, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,22 @@ def queue_receipt(pledge: Pledge) -> None:
         )
     pledge.receipt_queued_at = utcnow()
     queue(msg)
+
+
+def queue_invitation(user: User, token: str) -> None:
+    """Queue an invitation to set a password, with its signed, expiring link."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    days = current_app.config["INVITATION_MAX_AGE_SECONDS"] // 86400
+    queue(
+        _build(
+            user.email,
+            _("You are invited to Fast for Gaza"),
+            "invitation",
+            user=user,
+            link=f"{base}/invitation/{token}",
+            days=days,
+        )
+    )
 
 
 def send_now(messages: list[tuple[EmailMessage, dict[str, Any]]]) -> None:

@@ -62,7 +62,7 @@ def make_fast_day(
         status=status,
     )
     for position, (group, weight) in enumerate(zip(groups, weights, strict=True)):
-        day.allocations.append(FastDayGroup(aid_group=group, weight=weight, position=position))
+        day.split_rows.append(FastDayGroup(aid_group=group, weight=weight, position=position))
     db.session.add(day)
     db.session.flush()
     return day

@@ -1,7 +1,8 @@
 """The models, one module per noun; import them from here."""
 
 from .aid_group import AidGroup, AidGroupStatus
-from .fast_day import FastDay, FastDayGroup, FastDayStatus
+from .audit import AuditEntry
+from .fast_day import FastDay, FastDayGroup, FastDayStatus, SplitVersion
 from .ledger import EntryKind, LedgerEntry
 from .pledge import ALLOWED_TRANSITIONS, Pledge, PledgeStatus
 from .stripe_event import EventOutcome, StripeEvent
@@ -12,6 +13,7 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "AidGroup",
     "AidGroupStatus",
+    "AuditEntry",
     "EntryKind",
     "EventOutcome",
     "FastDay",
@@ -21,6 +23,7 @@ __all__ = [
     "Pledge",
     "PledgeStatus",
     "Role",
+    "SplitVersion",
     "StripeEvent",
     "User",
     "utcnow",

@@ -40,13 +40,33 @@ class FastDay(db.Model):
     # Suggested gift amounts in minor units of ``currency``, smallest first.
     suggested_amounts: Mapped[list[int]] = mapped_column(JSON, default=list)
     status: Mapped[FastDayStatus] = mapped_column(String(20), default=FastDayStatus.DRAFT)
+    # The split in force. It freezes when the day opens; a later change adds version n+1.
+    split_version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    allocations: Mapped[list[FastDayGroup]] = relationship(
+    # Every version's rows; ``allocations`` is the current version's.
+    split_rows: Mapped[list[FastDayGroup]] = relationship(
         back_populates="fast_day",
-        order_by="FastDayGroup.position",
+        order_by="(FastDayGroup.version, FastDayGroup.position)",
         cascade="all, delete-orphan",
     )
+    split_versions: Mapped[list[SplitVersion]] = relationship(
+        order_by="SplitVersion.number", cascade="all, delete-orphan"
+    )
+
+    @property
+    def allocations(self) -> list[FastDayGroup]:
+        """The groups and weights of the split in force, in published order."""
+        return self.split_of(self.split_version)
+
+    def split_of(self, version: int) -> list[FastDayGroup]:
+        """The groups and weights of one version of the split."""
+        return [row for row in self.split_rows if row.version == version]
+
+    @property
+    def split_is_frozen(self) -> bool:
+        """Once the day opens, its split can only change by a new version."""
+        return self.status in (FastDayStatus.LIVE, FastDayStatus.CLOSED)
 
     @property
     def groups(self) -> list[AidGroup]:
@@ -67,16 +87,31 @@ class FastDayGroup(db.Model):
 
     __tablename__ = "fast_day_group"
     __table_args__ = (
-        UniqueConstraint("fast_day_id", "aid_group_id"),
+        UniqueConstraint("fast_day_id", "version", "aid_group_id"),
         CheckConstraint("weight > 0", name="weight_positive"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     fast_day_id: Mapped[int] = mapped_column(ForeignKey("fast_day.id"), index=True)
+    version: Mapped[int] = mapped_column(default=1)
     aid_group_id: Mapped[int] = mapped_column(ForeignKey("aid_group.id"))
     weight: Mapped[int] = mapped_column(default=1)
     # Stable order for display and for breaking ties in the largest-remainder split.
     position: Mapped[int] = mapped_column(default=0)
 
-    fast_day: Mapped[FastDay] = relationship(back_populates="allocations")
+    fast_day: Mapped[FastDay] = relationship(back_populates="split_rows")
     aid_group: Mapped[AidGroup] = relationship(lazy="joined")
+
+
+class SplitVersion(db.Model):
+    """Who changed a live day's split, when and why; version 1 is the split as scheduled."""
+
+    __tablename__ = "split_version"
+    __table_args__ = (UniqueConstraint("fast_day_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fast_day_id: Mapped[int] = mapped_column(ForeignKey("fast_day.id"))
+    number: Mapped[int]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

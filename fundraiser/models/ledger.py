@@ -45,6 +45,8 @@ class LedgerEntry(db.Model):
     amount_minor: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
     stripe_object_id: Mapped[str | None] = mapped_column(String(64))
+    # For pooled rows: the split version in force when the gift came in, which shares it.
+    split_version: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

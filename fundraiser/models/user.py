@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
+from .aid_group import AidGroup
 from .types import UTCDateTime, utcnow
 
 
@@ -33,3 +34,24 @@ class User(db.Model):
     # Bumped on logout, password change or disabling, so every older session cookie dies.
     session_version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    aid_group: Mapped[AidGroup | None] = relationship()
+
+    # Flask-Login's protocol. The session id carries the version, so bumping it (logout,
+    # password change, disabling) makes every cookie issued before unusable.
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
+    @property
+    def is_organizer(self) -> bool:
+        """True for organizers (and only active accounts ever get this far)."""
+        return self.role == Role.ORGANIZER

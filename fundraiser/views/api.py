@@ -7,6 +7,7 @@ from flask.wrappers import Response
 from sqlalchemy import select
 
 from .. import ledger
+from ..access import public
 from ..extensions import db
 from ..models import FastDay, FastDayStatus
 
@@ -34,6 +35,7 @@ def _public_day(slug: str) -> FastDay:
 
 
 @bp.get("/fast-days")
+@public
 def fast_days():
     """Every public fast day: slug, title, date, status."""
     days = db.session.scalars(
@@ -53,6 +55,7 @@ def fast_days():
 
 
 @bp.get("/fast-days/<slug>/totals")
+@public
 def totals(slug: str):
     """Live totals for one fast day, for coalition members' counters."""
     day = _public_day(slug)

@@ -15,6 +15,7 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
 from .. import fast_days, ledger, pledges
+from ..access import public
 from ..extensions import db
 from ..forms.donate import GiveForm
 from ..models import PledgeStatus
@@ -44,6 +45,7 @@ def _pledge_or_404(token: str):
 
 
 @bp.get("/")
+@public
 def index():
     """The live or next fast day first, then the ones to come and the ones past."""
     day = fast_days.featured()
@@ -61,6 +63,7 @@ def index():
 
 
 @bp.get("/fast/<slug>")
+@public
 def fast_day(slug: str):
     """One fast day in full."""
     day = _day_or_404(slug)
@@ -75,6 +78,7 @@ def fast_day(slug: str):
 
 
 @bp.route("/fast/<slug>/give", methods=["GET", "POST"])
+@public
 def give(slug: str):
     """The give form; a valid one creates a pledge and goes to the card step."""
     day = _day_or_404(slug)
@@ -101,6 +105,7 @@ def give(slug: str):
 
 
 @bp.get("/pledge/<token>/pay")
+@public
 def pay(token: str):
     """The card step: Stripe.js collects the card against the pledge's SetupIntent."""
     pledge = _pledge_or_404(token)
@@ -127,6 +132,7 @@ def pay(token: str):
 
 
 @bp.post("/pledge/<token>/setup")
+@public
 def new_setup(token: str):
     """A fresh SetupIntent after a card was refused, so the donor can try another."""
     pledge = _pledge_or_404(token)
@@ -140,6 +146,7 @@ def new_setup(token: str):
 
 
 @bp.post("/pledge/<token>/charge")
+@public
 def charge(token: str):
     """Charge the card the browser just saved; answers what the browser should do next."""
     pledge = _pledge_or_404(token)
@@ -161,6 +168,7 @@ def charge(token: str):
 
 
 @bp.get("/pledge/<token>")
+@public
 def pledge(token: str):
     """Thank-you and status page: shows only what Stripe's webhook has recorded."""
     pledge = _pledge_or_404(token)
@@ -172,6 +180,7 @@ def pledge(token: str):
 
 
 @bp.get("/pledge/<token>/status.json")
+@public
 def pledge_status(token: str):
     """The pledge's state, polled by the thank-you page until it settles."""
     pledge = _pledge_or_404(token)

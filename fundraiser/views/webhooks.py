@@ -7,6 +7,7 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from ..access import stripe_signed
 from ..extensions import db
 from ..models import StripeEvent
 from ..payments import stripe_gateway as gateway
@@ -20,6 +21,7 @@ MAX_WEBHOOK_BYTES = 512 * 1024
 
 
 @bp.post("/stripe/webhook")
+@stripe_signed
 def stripe_webhook():
     """Receive one Stripe event (CSRF-exempt: Stripe signs the raw body instead)."""
     if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
