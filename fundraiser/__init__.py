@@ -83,7 +83,7 @@ def register_login(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per audience."""
-    from .views import admin, api, auth, partner, public, webhooks
+    from .views import admin, api, auth, groups, partner, public, webhooks
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
@@ -91,6 +91,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(partner.bp)
+    app.register_blueprint(groups.bp)
     csrf.exempt(webhooks.bp)  # Stripe signs its requests; it cannot send our CSRF token
 
 
