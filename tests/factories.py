@@ -107,7 +107,7 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
-PASSWORD = "correct horse battery staple"  # noqa: S105 - test accounts only
+PASSWORD = "correct horse battery staple"
 
 
 def make_user(role: str = "organizer", *, email: str | None = None,
