@@ -70,6 +70,7 @@ class Config:
 
     # Login attempts are counted here; use redis://… whenever more than one process serves.
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "fundraiser")
     RATELIMIT_HEADERS_ENABLED = True
     # How long an invitation link to set a password stays valid.
     INVITATION_MAX_AGE_SECONDS = int(

@@ -25,7 +25,7 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from fundraiser import create_app
-from fundraiser.extensions import db
+from fundraiser.extensions import db, limiter
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -243,6 +243,8 @@ def _clean_database(request):
         return
     app = request.getfixturevalue("app")
     _empty_tables(app)
+    with app.app_context():
+        limiter.reset()  # rate-limit counts are per test too
     yield
     _empty_tables(app)
 

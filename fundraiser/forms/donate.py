@@ -5,7 +5,15 @@ from __future__ import annotations
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    EmailField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import Email, InputRequired, Length, Optional, ValidationError
 
 from ..models import FastDay
@@ -59,12 +67,12 @@ class GiveForm(FlaskForm):
         self.max_major_units = max_major_units
         locale = get_locale() or "en"
         self.amount.choices = [
-            (str(minor), format_amount(minor, fast_day.currency, locale))
+            SelectChoice(str(minor), format_amount(minor, fast_day.currency, locale))
             for minor in fast_day.suggested_amounts
-        ] + [(OTHER, _l("Other amount"))]
-        self.currency.choices = [(fast_day.currency, fast_day.currency)]
-        self.allocation.choices = [(ALL_GROUPS, _l("Split across all groups"))] + [
-            (group.slug, group.name) for group in fast_day.groups
+        ] + [SelectChoice(OTHER, _l("Other amount"))]
+        self.currency.choices = [SelectChoice(fast_day.currency, fast_day.currency)]
+        self.allocation.choices = [SelectChoice(ALL_GROUPS, _l("Split across all groups"))] + [
+            SelectChoice(group.slug, group.name) for group in fast_day.groups
         ]
         self.amount_minor: int | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, SelectField
+from wtforms import EmailField, SelectChoice, SelectField
 from wtforms.validators import Email, InputRequired, Length, ValidationError
 
 from ..models import Role
@@ -24,8 +24,8 @@ class InviteForm(FlaskForm):
     role = SelectField(
         _l("Role"),
         choices=[
-            (Role.PARTNER.value, _l("Partner of an aid group")),
-            (Role.ORGANIZER.value, _l("Organizer")),
+            SelectChoice(Role.PARTNER.value, _l("Partner of an aid group")),
+            SelectChoice(Role.ORGANIZER.value, _l("Organizer")),
         ],
     )
     aid_group_id = SelectField(_l("Aid group (for partners)"), coerce=str, validate_choice=False)
@@ -33,7 +33,9 @@ class InviteForm(FlaskForm):
     def __init__(self, groups, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._group_ids = {str(g.id) for g in groups}
-        self.aid_group_id.choices = [("", _l("—"))] + [(str(g.id), g.name) for g in groups]
+        self.aid_group_id.choices = [SelectChoice("", _l("—"))] + [
+            SelectChoice(str(g.id), g.name) for g in groups
+        ]
 
     def validate_aid_group_id(self, field: SelectField) -> None:
         """Partners need an approved group; organizers have none."""
