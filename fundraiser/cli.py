@@ -15,6 +15,7 @@ from .models import Role
 def register(app: Flask) -> None:
     """Attach the commands to the app."""
     app.cli.add_command(users)
+    app.cli.add_command(fast_days_commands)
 
     @app.cli.command("demo-data")
     @click.option("--force", is_flag=True, help="Load even if the database already has fast days.")
@@ -59,3 +60,23 @@ def create_organizer(email: str) -> None:
         )
         db.session.commit()
     click.echo(f"organizer {user.email} created; sign in at /login")
+
+
+# --- fast days ---------------------------------------------------------------------------
+
+fast_days_commands = AppGroup("fast-days", help="Run fast days from the command line.")
+
+
+@fast_days_commands.command("advance")
+def advance_fast_days() -> None:
+    """Open the fast days whose day has begun and close the ones whose day has ended."""
+    from . import fast_days
+    from .models import utcnow
+
+    with writing():
+        changes = fast_days.advance_statuses(utcnow())
+        db.session.commit()
+        for change in changes:
+            click.echo(f"{change.day.slug}: {change.before} -> {change.after}")
+    if not changes:
+        click.echo("fast days: nothing to move")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from babel.dates import format_date as babel_format_date
-from flask import Flask, current_app, request, session
+from flask import Flask, current_app, has_request_context, request, session
 from flask_babel import format_datetime, format_timedelta, get_locale
 
 from .money import format_amount
@@ -14,6 +14,9 @@ from .money import format_amount
 def select_locale() -> str:
     """The person's choice (remembered), then the browser's Accept-Language, then English."""
     languages = current_app.config["LANGUAGES"]
+    if not has_request_context():
+        # Commands and the scheduler: e-mails pass their reader's locale with force_locale.
+        return current_app.config["BABEL_DEFAULT_LOCALE"]
     chosen = request.args.get("lang")
     if chosen in languages:
         session["lang"] = chosen

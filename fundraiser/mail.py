@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from .extensions import db
-from .models import Pledge, User, utcnow
+from .models import AidGroup, Pledge, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +130,43 @@ def _send_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_QUEUE_KEY, None)
+
+
+# --- Aid group applications: acknowledged, approved, rejected -----------------------------
+
+
+def queue_application_received(group: AidGroup) -> None:
+    """Queue the acknowledgement of a group's application to its contact."""
+    with force_locale(group.locale):
+        msg = _build(
+            group.contact_email,
+            _("We received the application for %(group)s", group=group.name),
+            "application_received",
+            group=group,
+        )
+    queue(msg)
+
+
+def queue_application_approved(group: AidGroup) -> None:
+    """Queue the news that a group is approved, to its contact."""
+    with force_locale(group.locale):
+        msg = _build(
+            group.contact_email,
+            _("%(group)s is approved on Fast for Gaza", group=group.name),
+            "application_approved",
+            group=group,
+        )
+    queue(msg)
+
+
+def queue_application_rejected(group: AidGroup, reason: str) -> None:
+    """Queue the news that an application was not approved, with the organizers' reason."""
+    with force_locale(group.locale):
+        msg = _build(
+            group.contact_email,
+            _("About the application for %(group)s", group=group.name),
+            "application_rejected",
+            group=group,
+            reason=reason,
+        )
+    queue(msg)

@@ -303,6 +303,10 @@ def live_server(app) -> Iterator[LiveServer]:
 @pytest.fixture
 def stripe_webhooks(localstripe, live_server) -> Iterator[LiveServer]:
     """localstripe sends its signed webhooks to the live server during this test only."""
+    # localstripe picks a webhook's recipients one second after the event: let the previous
+    # test's events go by before listening, and this test's before leaving.
+    time.sleep(1.2)
     localstripe.send_webhooks_to(f"{live_server.url}/stripe/webhook")
     yield live_server
+    time.sleep(1.2)
     localstripe.send_webhooks_to(None)

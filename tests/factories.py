@@ -110,25 +110,37 @@ def csrf_from(html: str) -> str:
 PASSWORD = "correct horse battery staple"
 
 
-def make_user(role: str = "organizer", *, email: str | None = None,
-              group: AidGroup | None = None, password: str = PASSWORD):
+def make_user(
+    role: str = "organizer",
+    *,
+    email: str | None = None,
+    group: AidGroup | None = None,
+    password: str = PASSWORD,
+):
     """An active account with a known password (a partner needs ``group``)."""
     from fundraiser import auth
     from fundraiser.models import Role
 
-    return auth.create_user(email or f"user{next(_seq)}@example.org", Role(role),
-                            password=password, aid_group_id=group.id if group else None)
+    return auth.create_user(
+        email or f"user{next(_seq)}@example.org",
+        Role(role),
+        password=password,
+        aid_group_id=group.id if group else None,
+    )
 
 
 def login(client, email: str, password: str = PASSWORD, next_url: str | None = None):
     """Sign in through the real login form; returns the response."""
     page = client.get("/login")
     query = f"?next={next_url}" if next_url else ""
-    return client.post(f"/login{query}", data={
-        "csrf_token": csrf_from(page.get_data(as_text=True)),
-        "email": email,
-        "password": password,
-    })
+    return client.post(
+        f"/login{query}",
+        data={
+            "csrf_token": csrf_from(page.get_data(as_text=True)),
+            "email": email,
+            "password": password,
+        },
+    )
 
 
 def post_form(client, url: str, data: dict | None = None, *, form_page: str | None = None):

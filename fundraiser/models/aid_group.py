@@ -35,5 +35,16 @@ class AidGroup(db.Model):
     status: Mapped[AidGroupStatus] = mapped_column(String(20), default=AidGroupStatus.APPLIED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # The application. Only organizers ever see the contact and the funds details.
+    contact_name: Mapped[str] = mapped_column(String(200), default="")
+    contact_email: Mapped[str] = mapped_column(String(254), default="")
+    funds_method: Mapped[str] = mapped_column(String(20), default="")  # partners.FundsMethod
+    funds_details: Mapped[str] = mapped_column(Text, default="")
+    # The applicant's language, so the review e-mails reach them in it.
+    locale: Mapped[str] = mapped_column(String(10), default="en")
+    # The latest review decision's reason (rejection, suspension), and when it was taken.
+    review_note: Mapped[str] = mapped_column(Text, default="")
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
     def __repr__(self) -> str:
         return f"<AidGroup {self.slug}>"

@@ -38,6 +38,10 @@ def register(app: Flask) -> None:
     def method_not_allowed(error):
         return render(405, _("Not allowed"), _("That action is not possible here."))
 
+    @app.errorhandler(429)
+    def too_many_requests(error):
+        return render(429, _("Too many attempts"), _("Please wait a minute before trying again."))
+
     @app.errorhandler(500)
     def server_error(error):
         return render(500, _("Something went wrong"), _("Please try again in a few minutes."))

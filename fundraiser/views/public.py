@@ -16,6 +16,7 @@ from flask_babel import lazy_gettext as _l
 
 from .. import fast_days, ledger, pledges
 from ..access import public
+from ..database import writes
 from ..extensions import db
 from ..forms.donate import GiveForm
 from ..models import PledgeStatus
@@ -106,6 +107,7 @@ def give(slug: str):
 
 @bp.get("/pledge/<token>/pay")
 @public
+@writes  # a GET that writes (the SetupIntent's id): take SQLite's write lock up front
 def pay(token: str):
     """The card step: Stripe.js collects the card against the pledge's SetupIntent."""
     pledge = _pledge_or_404(token)
