@@ -192,6 +192,20 @@ def load(today: date | None = None) -> None:
         )
         db.session.add(group)
         groups.append(group)
+    # One application waiting for review, so the demo shows the approval flow.
+    db.session.add(
+        AidGroup(
+            slug="morning-star-clinic",
+            name="Morning Star Mobile Clinic",
+            country="PS",
+            description="A van and two nurses bringing first aid and medicines to shelters.",
+            status=AidGroupStatus.APPLIED,
+            contact_name="Dr. Example Contact",
+            contact_email="clinic@example.org",
+            funds_method="bank_transfer",
+            funds_details="A registered charity account; details on request.",
+        )
+    )
     db.session.flush()
 
     past = _day(

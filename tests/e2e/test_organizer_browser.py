@@ -23,8 +23,11 @@ def console(app) -> dict:
     """An organizer account and three approved groups."""
     with app.app_context():
         make_user("organizer", email="lead@example.org")
-        groups = [make_group("Circle of Bakers"), make_group("Circle of Nurses"),
-                  make_group("Circle of Teachers")]
+        groups = [
+            make_group("Circle of Bakers"),
+            make_group("Circle of Nurses"),
+            make_group("Circle of Teachers"),
+        ]
         db.session.commit()
         return {"group_ids": [g.id for g in groups]}
 
@@ -49,7 +52,8 @@ def test_organizer_creates_and_opens_a_day_and_sees_a_gift_arrive(
     organizer.locator("#suggested_amounts").fill("10, 25, 50")
     shot(organizer, "admin-fast-day-new")
     organizer.locator("form").filter(has=organizer.locator("#title")).get_by_role(
-        "button").first.click()
+        "button"
+    ).first.click()
     expect(organizer.get_by_role("heading", name="Solidarity Fast")).to_be_visible()
 
     for group_id, weight in zip(console["group_ids"], ["1", "1", "2"], strict=True):
