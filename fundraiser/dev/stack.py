@@ -12,6 +12,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from fundraiser.dev import refund_relay
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE = ROOT / "instance"
 APP_PORT = int(os.environ.get("APP_PORT", "5000"))
@@ -120,6 +122,10 @@ def main() -> None:
             ]
         )
         wait_for_port(APP_PORT)
+        # localstripe sends no charge.refunded webhook; deliver what Stripe would.
+        refund_relay.start(
+            f"http://127.0.0.1:{STRIPE_PORT}", f"http://127.0.0.1:{APP_PORT}/stripe/webhook", secret
+        )
         print(
             f"""
   fundraiser is running
