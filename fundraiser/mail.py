@@ -16,6 +16,7 @@ from typing import Any
 from flask import current_app, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -135,38 +136,35 @@ def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
 # --- Aid group applications: acknowledged, approved, rejected -----------------------------
 
 
+def _queue_to_group(group: AidGroup, subject: Any, template: str, **context: Any) -> None:
+    """Queue a message to a group's contact, in the language they applied in."""
+    with force_locale(group.locale):
+        queue(_build(group.contact_email, str(subject), template, group=group, **context))
+
+
 def queue_application_received(group: AidGroup) -> None:
     """Queue the acknowledgement of a group's application to its contact."""
-    with force_locale(group.locale):
-        msg = _build(
-            group.contact_email,
-            _("We received the application for %(group)s", group=group.name),
-            "application_received",
-            group=group,
-        )
-    queue(msg)
+    _queue_to_group(
+        group,
+        _l("We received the application for %(group)s", group=group.name),
+        "application_received",
+    )
 
 
 def queue_application_approved(group: AidGroup) -> None:
     """Queue the news that a group is approved, to its contact."""
-    with force_locale(group.locale):
-        msg = _build(
-            group.contact_email,
-            _("%(group)s is approved on Fast for Gaza", group=group.name),
-            "application_approved",
-            group=group,
-        )
-    queue(msg)
+    _queue_to_group(
+        group,
+        _l("%(group)s is approved on Fast for Gaza", group=group.name),
+        "application_approved",
+    )
 
 
 def queue_application_rejected(group: AidGroup, reason: str) -> None:
     """Queue the news that an application was not approved, with the organizers' reason."""
-    with force_locale(group.locale):
-        msg = _build(
-            group.contact_email,
-            _("About the application for %(group)s", group=group.name),
-            "application_rejected",
-            group=group,
-            reason=reason,
-        )
-    queue(msg)
+    _queue_to_group(
+        group,
+        _l("About the application for %(group)s", group=group.name),
+        "application_rejected",
+        reason=reason,
+    )

@@ -14,6 +14,7 @@ from fundraiser.models import (
     FastDay,
     FastDayGroup,
     FastDayStatus,
+    LedgerEntry,
     Pledge,
     PledgeStatus,
 )
@@ -90,6 +91,24 @@ def make_pledge(
     db.session.add(pledge)
     db.session.flush()
     return pledge
+
+
+def make_entry(
+    pledge: Pledge, kind, amount_minor: int, stripe_object_id: str, currency: str | None = None
+) -> LedgerEntry:
+    """A ledger row for ``pledge`` as the ledger would write it (pooled rows carry the split version)."""
+    entry = LedgerEntry(
+        fast_day_id=pledge.fast_day_id,
+        pledge_id=pledge.id,
+        aid_group_id=pledge.aid_group_id,
+        kind=kind,
+        amount_minor=amount_minor,
+        currency=currency or pledge.currency,
+        stripe_object_id=stripe_object_id,
+        split_version=None if pledge.aid_group_id else pledge.fast_day.split_version,
+    )
+    db.session.add(entry)
+    return entry
 
 
 def past_date(days: int = 30) -> date:

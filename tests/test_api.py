@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from fundraiser.extensions import db
-from fundraiser.models import EntryKind, FastDayStatus, LedgerEntry, PledgeStatus
-from tests.factories import make_fast_day, make_group, make_pledge
+from fundraiser.models import EntryKind, FastDayStatus, PledgeStatus
+from tests.factories import make_entry, make_fast_day, make_group, make_pledge
 
 
 def _gift(day, pledge, amount: int, key: str, kind=EntryKind.GIFT, currency: str | None = None):
-    db.session.add(
-        LedgerEntry(
-            fast_day_id=day.id,
-            pledge_id=pledge.id,
-            aid_group_id=pledge.aid_group_id,
-            kind=kind,
-            amount_minor=amount,
-            currency=currency or day.currency,
-            stripe_object_id=key,
-        )
-    )
+    make_entry(pledge, kind, amount, key, currency)
 
 
 def test_fast_days_lists_public_days_only(app, client):

@@ -10,25 +10,14 @@ import pytest
 
 from fundraiser import dashboard
 from fundraiser.extensions import db
-from fundraiser.models import EntryKind, FastDayStatus, LedgerEntry, PledgeStatus
-from tests.factories import login, make_fast_day, make_group, make_pledge, make_user
+from fundraiser.models import EntryKind, FastDayStatus, PledgeStatus
+from tests.factories import login, make_entry, make_fast_day, make_group, make_pledge, make_user
 
 ORGANIZER = "organizer@example.org"
 
 
 def _row(day, pledge, kind: EntryKind, amount: int, key: str, currency: str | None = None):
-    db.session.add(
-        LedgerEntry(
-            fast_day_id=day.id,
-            pledge_id=pledge.id,
-            aid_group_id=pledge.aid_group_id,
-            kind=kind,
-            amount_minor=amount,
-            currency=currency or day.currency,
-            stripe_object_id=key,
-            split_version=None if pledge.aid_group_id else 1,
-        )
-    )
+    make_entry(pledge, kind, amount, key, currency)
 
 
 def _paid(

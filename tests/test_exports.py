@@ -11,8 +11,8 @@ from sqlalchemy import insert, select
 
 from fundraiser import exports
 from fundraiser.extensions import db
-from fundraiser.models import AuditEntry, EntryKind, LedgerEntry, Pledge, PledgeStatus
-from tests.factories import login, make_fast_day, make_group, make_pledge, make_user
+from fundraiser.models import AuditEntry, EntryKind, Pledge, PledgeStatus
+from tests.factories import login, make_entry, make_fast_day, make_group, make_pledge, make_user
 
 ORGANIZER = "organizer@example.org"
 AT = datetime(2026, 3, 14, 12, 30, 5, 123456, tzinfo=UTC)
@@ -46,18 +46,7 @@ def _gift(
     if refunded:
         rows.append((EntryKind.REFUND, -refunded, f"re_{pledge.id}"))
     for kind, value, key in rows:
-        db.session.add(
-            LedgerEntry(
-                fast_day_id=day.id,
-                pledge_id=pledge.id,
-                aid_group_id=pledge.aid_group_id,
-                kind=kind,
-                amount_minor=value,
-                currency=day.currency,
-                stripe_object_id=key,
-                split_version=None if group else 1,
-            )
-        )
+        make_entry(pledge, kind, value, key)
     db.session.flush()
     return pledge
 
