@@ -45,6 +45,10 @@ class Config:
     STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_localstripe_dev")
     STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:8420")
     STRIPE_JS_URL = os.environ.get("STRIPE_JS_URL", "http://127.0.0.1:8420/js.stripe.com/v3/")
+    # Connect transfers (disbursements). Unset: the same address as STRIPE_API_BASE, which is
+    # api.stripe.com in production; `make run` and the tests point it at a local fake, since
+    # localstripe has no transfers.
+    STRIPE_CONNECT_API_BASE = os.environ.get("STRIPE_CONNECT_API_BASE", "")
     STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "20"))
     # How often the gateway retries a 429 or a network error before giving up.
     STRIPE_MAX_RETRIES = int(os.environ.get("STRIPE_MAX_RETRIES", "4"))
@@ -59,6 +63,24 @@ class Config:
     MAIL_USE_SSL = _bool("MAIL_USE_SSL")  # implicit TLS, usually port 465
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "Fast for Gaza <gifts@example.org>")
     MAIL_TIMEOUT_SECONDS = float(os.environ.get("MAIL_TIMEOUT_SECONDS", "10"))
+    # The outbox: messages per SMTP connection, retries of a 4xx answer (doubling from the base
+    # delay), and whether a request sends what it queued as soon as it has committed.
+    MAIL_BATCH_SIZE = int(os.environ.get("MAIL_BATCH_SIZE", "100"))
+    MAIL_MAX_ATTEMPTS = int(os.environ.get("MAIL_MAX_ATTEMPTS", "8"))
+    MAIL_RETRY_BASE_SECONDS = float(os.environ.get("MAIL_RETRY_BASE_SECONDS", "60"))
+    MAIL_SEND_ON_COMMIT = _bool("MAIL_SEND_ON_COMMIT", True)
+    # A sender's claim on a message older than this means the sender died: the message is
+    # queued again (and may go twice, with the same Message-ID). Live senders refresh theirs.
+    MAIL_STALE_CLAIM_SECONDS = float(os.environ.get("MAIL_STALE_CLAIM_SECONDS", "600"))
+    MAIL_MESSAGE_ID_DOMAIN = os.environ.get("MAIL_MESSAGE_ID_DOMAIN", "fundraiser.local")
+    # A campaign message this long past its send time is marked missed instead of sent.
+    CAMPAIGN_EXPIRY_HOURS = float(os.environ.get("CAMPAIGN_EXPIRY_HOURS", "6"))
+
+    # Pledges charged on the fast day: at this local time in the donor's zone, no faster
+    # than this many Stripe requests a second, and a failed charge retried once this later.
+    PLEDGE_CHARGE_LOCAL_TIME = os.environ.get("PLEDGE_CHARGE_LOCAL_TIME", "08:00")
+    STRIPE_MAX_REQUESTS_PER_SECOND = float(os.environ.get("STRIPE_MAX_REQUESTS_PER_SECOND", "20"))
+    PLEDGE_RETRY_AFTER_HOURS = float(os.environ.get("PLEDGE_RETRY_AFTER_HOURS", "4"))
 
     # Languages offered; the catalogs live in translations/.
     LANGUAGES = ["en", "ar", "fr", "es", "pt"]
@@ -96,6 +118,7 @@ class TestConfig(Config):
     STRIPE_RETRY_BASE_SECONDS = 0.01
     STRIPE_TIMEOUT_SECONDS = 10
     MAIL_PORT = 0  # fixtures set a real port; 0 makes a forgotten one fail loudly
+    MAIL_RETRY_BASE_SECONDS = 0.05
 
 
 class ProductionConfig(Config):

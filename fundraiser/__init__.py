@@ -83,7 +83,7 @@ def register_login(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per audience."""
-    from .views import admin, api, auth, groups, partner, public, webhooks
+    from .views import admin, api, auth, groups, partner, public, subscriptions, webhooks
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
@@ -93,10 +93,15 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(partner.bp)
     app.register_blueprint(groups.bp)
     csrf.exempt(webhooks.bp)  # Stripe signs its requests; it cannot send our CSRF token
+    app.register_blueprint(subscriptions.bp)
+    # RFC 8058: mail providers POST the one-click unsubscribe with no cookies, so no CSRF
+    # token; its signed link is the proof. Every other subscriber form keeps its token.
+    csrf.exempt(subscriptions.one_click_unsubscribe)
 
 
 def register_request_hooks(app: Flask) -> None:
     """Write intent for state-changing requests, and security headers on every response."""
+    from . import outbox
     from .access import refuse_undeclared
     from .security import apply_security_headers
 
@@ -114,6 +119,15 @@ def register_request_hooks(app: Flask) -> None:
             database._write_intent.reset(token)
 
     app.after_request(apply_security_headers)
+
+    @app.teardown_appcontext
+    def _send_queued_mail(_exc: BaseException | None) -> None:
+        # What a request (or command) queued and committed leaves as its context ends:
+        # a receipt reaches the donor in seconds, at the cost of one SMTP hand-off before
+        # the response body is written (one connection attempt at most); the scheduler
+        # sends whatever this cannot. Registered after the extensions, so it runs before
+        # Flask-SQLAlchemy removes the session.
+        outbox.send_committed()
 
 
 def register_template_helpers(app: Flask) -> None:

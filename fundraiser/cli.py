@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
+
 import click
-from flask import Flask
-from flask.cli import AppGroup
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 
 from . import demo
 from .database import writing
@@ -16,6 +18,12 @@ def register(app: Flask) -> None:
     """Attach the commands to the app."""
     app.cli.add_command(users)
     app.cli.add_command(fast_days_commands)
+    app.cli.add_command(ledger_commands)
+    app.cli.add_command(disbursements_commands)
+    app.cli.add_command(outbox_commands)
+    app.cli.add_command(campaigns_commands)
+    app.cli.add_command(scheduler_commands)
+    app.cli.add_command(pledges_commands)
 
     @app.cli.command("demo-data")
     @click.option("--force", is_flag=True, help="Load even if the database already has fast days.")
@@ -80,3 +88,243 @@ def advance_fast_days() -> None:
             click.echo(f"{change.day.slug}: {change.before} -> {change.after}")
     if not changes:
         click.echo("fast days: nothing to move")
+
+
+# --- the scheduler -----------------------------------------------------------------------------
+
+
+@click.group("scheduler", cls=AppGroup, invoke_without_command=True)
+@click.pass_context
+@with_appcontext
+def scheduler_commands(ctx: click.Context) -> None:
+    """Run the scheduler process in the foreground (exactly one per deployment).
+
+    It opens and closes fast days, queues due campaign messages, sends the outbox, charges
+    due pledges, sends pledge reminders and reconciles with Stripe nightly (03:00 UTC).
+    SIGTERM or Ctrl-C stops it. SCHEDULER_TICK_SECONDS makes every periodic job run that often.
+    """
+    if ctx.invoked_subcommand is None:
+        from . import scheduler
+
+        scheduler.run(current_app._get_current_object())
+
+
+@scheduler_commands.command("health")
+@click.option(
+    "--overdue-minutes",
+    type=click.IntRange(min=1),
+    default=15,
+    show_default=True,
+    help="Queued mail this many minutes past its time counts as stuck.",
+)
+@click.option(
+    "--late-minutes",
+    type=click.IntRange(min=1),
+    default=15,
+    show_default=True,
+    help="A job that has not started for its period plus this many minutes is late.",
+)
+def scheduler_health(overdue_minutes: int, late_minutes: int) -> None:
+    """Show each job's last run and the outbox backlog; exit 1 if something needs a person.
+
+    Exits 1 when a job's last run failed (nightly reconciliation fails on any difference with
+    Stripe), a job that has run before is late (no scheduler is running), or e-mail waits more
+    than --overdue-minutes past its time (nothing is sending it); else 0. Jobs that never ran
+    (a fresh deployment) are listed, not counted as problems.
+    """
+    from . import scheduler
+
+    report = scheduler.health(
+        current_app._get_current_object(),
+        late_after=timedelta(minutes=late_minutes),
+        overdue_after=timedelta(minutes=overdue_minutes),
+    )
+    for line in scheduler.health_lines(report):
+        click.echo(line)
+    if not report.ok:
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+        click.echo(f"scheduler health: {len(report.problems)} problem(s)", err=True)
+        raise SystemExit(1)
+    click.echo("scheduler health: OK")
+
+
+@scheduler_commands.command("run-once")
+@click.argument("jobs", nargs=-1)
+def scheduler_run_once(jobs: tuple[str, ...]) -> None:
+    """Run the named jobs (every job by default) once, now, and exit; 1 if any failed."""
+    from . import scheduler
+
+    try:
+        outcomes = scheduler.run_once(current_app._get_current_object(), list(jobs) or None)
+    except KeyError as exc:
+        raise click.BadParameter(f"no such job: {exc.args[0]}", param_hint="JOBS") from None
+    for name, outcome in outcomes.items():
+        click.echo(f"{name}: {'ok' if outcome.ok else 'FAILED'}: {outcome.summary}")
+    if not all(outcome.ok for outcome in outcomes.values()):
+        raise SystemExit(1)
+
+
+# --- campaign messages -------------------------------------------------------------------------
+
+campaigns_commands = AppGroup("campaigns", help="Day-of campaign messages.")
+
+
+@campaigns_commands.command("send-due")
+def campaigns_send_due() -> None:
+    """One pass by hand: queue every copy whose time has come, then send what is due."""
+    from sqlalchemy import func, select
+
+    from . import campaigns, outbox
+    from .models import OutboxMessage, OutboxState, utcnow
+
+    queued = campaigns.enqueue_due(utcnow())
+    click.echo(f"campaigns: queued {queued} new cop{'y' if queued == 1 else 'ies'}")
+    due = db.session.scalar(
+        select(func.count(OutboxMessage.id)).where(
+            OutboxMessage.state == OutboxState.QUEUED, OutboxMessage.next_attempt_at <= utcnow()
+        )
+    )
+    db.session.commit()
+    total = outbox.DrainReport()
+    batch = current_app.config["MAIL_BATCH_SIZE"]
+    with click.progressbar(length=due or 0, label="sending", show_pos=True) as bar:
+        while True:
+            report = outbox.drain(batch_size=batch, limit=batch)
+            for name, value in vars(report).items():
+                mine = getattr(total, name)
+                setattr(total, name, (mine or value) if isinstance(mine, bool) else mine + value)
+            bar.update(report.handled)
+            if report.handled == 0 or report.relay_down:
+                break
+    click.echo(f"outbox: {total}")
+    if total.relay_down:
+        raise SystemExit(1)
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+ledger_commands = AppGroup("ledger", help="Check the ledger and reconcile it with Stripe.")
+
+
+@ledger_commands.command("check")
+def ledger_check() -> None:
+    """Verify the ledger's invariants; exit 1 and list every violation if any fails."""
+    from . import ledger_checks
+
+    violations = ledger_checks.check_invariants()
+    for violation in violations:
+        click.echo(str(violation))
+    if violations:
+        click.echo(f"ledger check: {len(violations)} violation(s)", err=True)
+        raise SystemExit(1)
+    rows, days, disbursements = ledger_checks.counts()
+    click.echo(
+        f"ledger check: OK ({rows} rows over {days} fast day(s), {disbursements} disbursement(s))"
+    )
+
+
+def _yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+@ledger_commands.command("reconcile")
+@click.option(
+    "--from",
+    "first",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First day (UTC), YYYY-MM-DD; yesterday by default.",
+)
+@click.option(
+    "--to",
+    "last",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Last day (UTC, included), YYYY-MM-DD; the first day by default.",
+)
+def ledger_reconcile(first: datetime | None, last: datetime | None) -> None:
+    """Compare the ledger with Stripe's balance transactions; exit 1 on any difference."""
+    from . import reconciliation
+    from .payments.stripe_gateway import PaymentError
+
+    first_day = first.date() if first else _yesterday()
+    last_day = last.date() if last else first_day
+    if last_day < first_day:
+        raise click.BadParameter("--to is before --from", param_hint="--to")
+    start = datetime.combine(first_day, time.min, tzinfo=UTC)
+    end = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+    try:
+        report = reconciliation.reconcile(start, end)
+    except PaymentError as exc:
+        raise click.ClickException(f"Stripe could not be read: {exc}") from None
+    for difference in report.differences:
+        click.echo(str(difference))
+    summary = (
+        f"{first_day} to {last_day}: {report.transactions} Stripe transaction(s), "
+        f"{report.entries} ledger row(s), {report.ignored} transaction(s) the ledger does not book"
+    )
+    if not report.clean:
+        click.echo(
+            f"ledger reconcile: {len(report.differences)} difference(s), {summary}", err=True
+        )
+        raise SystemExit(1)
+    click.echo(f"ledger reconcile: OK, {summary}")
+
+
+# --- disbursements -------------------------------------------------------------------------
+
+disbursements_commands = AppGroup("disbursements", help="Pay aid groups.")
+
+
+@disbursements_commands.command("retry-pending")
+def retry_pending_disbursements() -> None:
+    """Retry every pending Stripe Connect transfer; never pays twice (see disbursements.py)."""
+    from . import disbursements
+
+    with writing():
+        done = disbursements.retry_pending(commit=db.session.commit)
+        for d in done:
+            line = f"disbursement {d.id}: {d.status}"
+            if d.stripe_transfer_id:
+                line += f" ({d.stripe_transfer_id})"
+            elif d.failure_message:
+                line += f" ({d.failure_message})"
+            click.echo(line)
+    if not done:
+        click.echo("disbursements: nothing pending")
+
+
+# --- the outbox ------------------------------------------------------------------------------
+
+outbox_commands = AppGroup("outbox", help="The e-mail outbox.")
+
+
+@outbox_commands.command("drain")
+def outbox_drain() -> None:
+    """Send every message that is due now, then exit (what the scheduler's job does)."""
+    from . import outbox
+
+    report = outbox.drain()
+    click.echo(f"outbox: {report}")
+    if report.relay_down:
+        raise SystemExit(1)
+
+
+pledges_commands = AppGroup("pledges", help="Pledges charged on the fast day.")
+
+
+@pledges_commands.command("charge-due")
+@click.option(
+    "--now",
+    "now",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]),
+    help="Charge what is due at this UTC instant instead of now (for a rehearsal).",
+)
+def pledges_charge_due(now: datetime | None) -> None:
+    """Charge, once, every pledge whose time has come (what the scheduler does each minute)."""
+    from . import pledge_charges
+
+    moment = now.replace(tzinfo=UTC) if now is not None else None
+    report = pledge_charges.charge_due(moment)
+    click.echo(f"pledges charge-due: {report}")

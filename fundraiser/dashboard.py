@@ -1,8 +1,9 @@
 """The live dashboard of a fast day: its figures, computed from the ledger and the pledges.
 
 Every figure is an aggregate query (sums, counts, a bounded "latest 20"), so the dashboard
-costs the same with ten gifts or a million. Only the day's own currency is counted: the
-app never adds amounts of two currencies.
+costs the same with ten gifts or a million. The headline figures are in the day's own
+currency; ``by_currency`` holds every currency's figures side by side: the app never adds
+amounts of two currencies.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import and_, case, func, select
 
 from . import fast_days, ledger
 from .extensions import db
-from .ledger import GroupAllocation
+from .ledger import DayTotals, GroupAllocation
 from .models import AidGroup, EntryKind, FastDay, FastDayStatus, LedgerEntry, Pledge, PledgeStatus
 from .models import utcnow as _utcnow
 
@@ -96,6 +97,8 @@ class DashboardFigures:
     recent_refunds: list[RecentRefund]
     recent_failures: list[RecentFailure]
     generated_at: datetime
+    # Every currency the day holds money in, its own first, each on its own.
+    by_currency: list[DayTotals]
 
     @property
     def net_minor(self) -> int:
@@ -307,6 +310,7 @@ def figures(day: FastDay, *, now: datetime | None = None) -> DashboardFigures:
         recent_refunds=recent_refunds(day),
         recent_failures=recent_failures(day),
         generated_at=now or _utcnow(),
+        by_currency=ledger.totals_by_currency(day),
     )
 
 
@@ -379,6 +383,20 @@ def as_json(fig: DashboardFigures, anonymous_label: str = "Anonymous") -> dict[s
         "recent_failures": [
             {"gift_id": f.pledge_id, "at": _iso(f.at), "amount_minor": f.amount_minor}
             for f in fig.recent_failures
+        ],
+        "by_currency": [
+            {
+                "currency": t.currency,
+                "gifts_minor": t.flows.gifts_minor,
+                "refunds_minor": t.flows.refunds_minor,
+                "disputes_minor": t.flows.disputes_minor,
+                "fees_minor": t.flows.fees_minor,
+                "net_minor": t.net_minor,
+                "disbursed_minor": t.disbursed_minor,
+                "owed_minor": t.owed_minor,
+                "donors": t.donors,
+            }
+            for t in fig.by_currency
         ],
     }
     data["state"] = state_key(data)

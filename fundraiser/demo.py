@@ -13,6 +13,9 @@ from .extensions import db
 from .models import (
     AidGroup,
     AidGroupStatus,
+    Disbursement,
+    DisbursementMethod,
+    DisbursementStatus,
     EntryKind,
     FastDay,
     FastDayGroup,
@@ -21,6 +24,8 @@ from .models import (
     Pledge,
     PledgeStatus,
     Role,
+    Subscriber,
+    SubscriberStatus,
     User,
     utcnow,
 )
@@ -125,6 +130,7 @@ def _gifts(day: FastDay, count: int, rng: random.Random, refunds: int = 0) -> No
                     amount_minor=value,
                     currency=day.currency,
                     stripe_object_id=key,
+                    split_version=None if pledge.aid_group_id else day.split_version,
                 )
             )
         if i < refunds:
@@ -138,8 +144,86 @@ def _gifts(day: FastDay, count: int, rng: random.Random, refunds: int = 0) -> No
                     amount_minor=-amount,
                     currency=day.currency,
                     stripe_object_id=f"demo_re_{pledge.id}",
+                    split_version=None if pledge.aid_group_id else day.split_version,
                 )
             )
+
+
+def _other_currency_gifts(day: FastDay) -> None:
+    """Let the live day take euros and yen too, with a few gifts in each (never converted)."""
+    day.extra_currencies = ["EUR", "JPY"]
+    rng = random.Random(4217)  # its own, so the day's other demo figures stay as they were
+    for currency, amounts, count in (("EUR", [1000, 2000, 3500], 7), ("JPY", [1000, 3000], 4)):
+        for i in range(count):
+            amount = rng.choice(amounts)
+            group = day.groups[0] if i == 0 else None
+            pledge = Pledge(
+                token=secrets.token_urlsafe(24),
+                fast_day=day,
+                aid_group=group,
+                amount_minor=amount,
+                currency=currency,
+                email=f"donor{day.id}-{currency.lower()}-{i}@example.org",
+                locale="en",
+                status=PledgeStatus.SUCCEEDED,
+                succeeded_at=utcnow(),
+            )
+            db.session.add(pledge)
+            db.session.flush()
+            fee = amount * 29 // 1000 + (30 if currency == "EUR" else 40)
+            for kind, value, key in (
+                (EntryKind.GIFT, amount, f"demo_ch_{pledge.id}"),
+                (EntryKind.FEE, -fee, f"demo_txn_{pledge.id}"),
+            ):
+                db.session.add(
+                    LedgerEntry(
+                        fast_day_id=day.id,
+                        pledge_id=pledge.id,
+                        aid_group_id=pledge.aid_group_id,
+                        kind=kind,
+                        amount_minor=value,
+                        currency=currency,
+                        stripe_object_id=key,
+                        split_version=None if group else day.split_version,
+                    )
+                )
+
+
+def _demo_disbursements(day: FastDay, bank_group: AidGroup, connect_group: AidGroup) -> None:
+    """Pay two groups from a past day: half of one by bank transfer, all of one by Connect."""
+    from . import disbursements, ledger
+
+    connect_group.stripe_account_id = "acct_1DemoCitrusGrove0"
+    owed = {a.aid_group_id: a.balance_minor for a in ledger.allocations(day)}
+    paid_on = day.local_date + timedelta(days=7)
+    disbursements.record(
+        day,
+        group=bank_group,
+        currency=day.currency,
+        amount_minor=owed[bank_group.id] // 2,
+        paid_on=paid_on,
+        reference="DEMO-SEPA-20261009",
+        note="First half; the rest after the partner's report.",
+    )
+    # A transfer already confirmed, as Stripe would have answered; demo_ ids never meet real ones.
+    transfer = Disbursement(
+        fast_day_id=day.id,
+        aid_group_id=connect_group.id,
+        amount_minor=owed[connect_group.id],
+        currency=day.currency,
+        method=DisbursementMethod.STRIPE_CONNECT,
+        paid_on=paid_on,
+        status=DisbursementStatus.CONFIRMED,
+        stripe_destination=connect_group.stripe_account_id,
+        stripe_transfer_id=f"demo_tr_{day.id}_{connect_group.id}",
+        reference=f"demo_tr_{day.id}_{connect_group.id}",
+        attempts=1,
+        last_attempt_at=utcnow(),
+        confirmed_at=utcnow(),
+    )
+    db.session.add(transfer)
+    db.session.flush()
+    ledger.record_disbursement(transfer)
 
 
 def _day(
@@ -172,6 +256,58 @@ def _day(
     return day
 
 
+# Subscribers around the world, so a "07:00 local" message visibly reaches some now and others
+# later: (address, language, time zone, city for sunrise and sunset or None).
+SUBSCRIBERS = [
+    ("amina@example.org", "ar", "Asia/Gaza", "Jerusalem"),
+    ("yusuf@example.org", "en", "Asia/Kuala_Lumpur", "Kuala Lumpur"),
+    ("claire@example.org", "fr", "Europe/Paris", "Paris"),
+    ("lucia@example.org", "es", "America/Mexico_City", "Mexico City"),
+    ("joao@example.org", "pt", "America/Sao_Paulo", "Sao Paulo"),
+    ("sam@example.org", "en", "Europe/London", "London"),
+    ("dana@example.org", "en", "America/New_York", "New York"),
+    ("tui@example.org", "en", "Pacific/Auckland", None),
+    ("kai@example.org", "en", "America/Los_Angeles", None),
+    ("farah@example.org", "ar", "Asia/Karachi", "Karachi"),
+]
+
+
+def _demo_subscribers() -> None:
+    """Confirmed subscribers in many zones, and one who has not confirmed (gets nothing)."""
+    now = utcnow()
+    for email, locale, zone, city in SUBSCRIBERS:
+        db.session.add(
+            Subscriber(
+                email=email,
+                locale=locale,
+                timezone=zone,
+                city=city,
+                latitude=None,
+                longitude=None,
+                status=SubscriberStatus.CONFIRMED,
+                confirmed_at=now,
+            )
+        )
+    db.session.add(Subscriber(email="not-yet@example.org", locale="en", timezone="Africa/Cairo"))
+    _locate_cities()
+
+
+def _locate_cities() -> None:
+    """Fill in coordinates for the demo cities astral knows (sunrise and sunset messages)."""
+    try:
+        from astral.geocoder import database, lookup
+    except ImportError:  # astral arrives with the campaign messages; the demo works without
+        return
+    places = database()
+    for subscriber in db.session.scalars(select(Subscriber).where(Subscriber.city.is_not(None))):
+        try:
+            place = lookup(subscriber.city, places)
+        except KeyError:
+            subscriber.city = None
+            continue
+        subscriber.latitude, subscriber.longitude = place.latitude, place.longitude
+
+
 def is_empty() -> bool:
     """True when the database has no fast days yet."""
     return not db.session.scalar(select(func.count()).select_from(FastDay))
@@ -179,7 +315,11 @@ def is_empty() -> bool:
 
 def load(today: date | None = None) -> None:
     """Create demo groups, three fast days (past, live today, upcoming), gifts and logins."""
-    today = today or date.today()
+    # A fast day is a calendar date that reaches every time zone in turn. The live demo day
+    # is the date six hours ahead of UTC, so whenever the demo starts, the day's mornings are
+    # under way: a "07:00 local" message has reached some subscribers (Auckland, Kuala
+    # Lumpur) and not yet others (London, New York), which is what the demo is for.
+    today = today or (utcnow() + timedelta(hours=6)).date()
     rng = random.Random(20261123)
     groups = []
     for slug, name, country, description in GROUPS:
@@ -240,6 +380,9 @@ def load(today: date | None = None) -> None:
     )
     _gifts(past, 320, rng, refunds=4)
     _gifts(live, 48, rng, refunds=1)
+    _other_currency_gifts(live)
+    _demo_disbursements(past, groups[0], groups[1])
+    _demo_subscribers()
 
     db.session.add_all(
         [

@@ -157,25 +157,29 @@ def gift_lines(day_id: int, batch_size: int = BATCH_SIZE) -> Iterator[str]:
 
 
 def allocation_lines(day_id: int) -> Iterator[str]:
-    """Each group's allocation for the day as CSV text (a few rows: one per group)."""
+    """Each group's allocation for the day as CSV text: one row per group per currency.
+
+    The day's own currency comes first; a currency's rows stand alone and are never added to
+    another's (a spreadsheet summing the column must filter on ``currency`` first).
+    """
     day = db.session.get(FastDay, day_id)
     if day is None:
         return
-    currency = day.currency
     yield BOM + _csv_text([ALLOCATION_HEADER])
     rows = [
         (
             a.aid_group_id,
             safe_cell(a.slug),
             safe_cell(a.name),
-            format_plain(a.designated_minor, currency),
+            format_plain(a.designated_minor, a.currency),
             a.designated_minor,
-            format_plain(a.pool_share_minor, currency),
+            format_plain(a.pool_share_minor, a.currency),
             a.pool_share_minor,
-            format_plain(a.allocated_minor, currency),
+            format_plain(a.allocated_minor, a.currency),
             a.allocated_minor,
-            currency,
+            a.currency,
         )
-        for a in ledger.allocations(day)
+        for part in ledger.day_ledger(day)
+        for a in part.allocations
     ]
     yield _csv_text(rows)

@@ -164,6 +164,7 @@ EDITABLE_FIELDS = (
     "currency",
     "goal_minor",
     "suggested_amounts",
+    "extra_currencies",
     "description",
 )
 # When a day runs: fixed once it has opened, since gifts were taken on that promise.
@@ -175,6 +176,7 @@ TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
 MAX_SUGGESTED_AMOUNTS = 8
 MAX_SERIES_DAYS = 52
+MAX_EXTRA_CURRENCIES = 20
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,8 @@ class FastDayFields:
     goal_minor: int = 0
     suggested_amounts: tuple[int, ...] | list[int] = ()
     description: str = ""
+    # Other currencies donors may give in; each one's money stands alone (never converted).
+    extra_currencies: tuple[str, ...] | list[str] = ()
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,7 @@ def _validated(fields: FastDayFields, day: FastDay | None = None) -> FastDayFiel
         raise FastDayError(
             _l("Keep the description under %(n)s characters.", n=DESCRIPTION_MAX), "description"
         )
+    extra = _validated_extra_currencies(fields.extra_currencies, currency)
     return FastDayFields(
         title=title,
         slug=slug,
@@ -361,7 +366,33 @@ def _validated(fields: FastDayFields, day: FastDay | None = None) -> FastDayFiel
         goal_minor=goal,
         suggested_amounts=amounts,
         description=description,
+        extra_currencies=extra,
     )
+
+
+def _validated_extra_currencies(codes: Sequence[str], own: str) -> list[str]:
+    """Stripe currency codes, upper-case, each once, in the order typed; never the day's own."""
+    extra: list[str] = []
+    for code in codes or ():
+        try:
+            clean = normalize_currency(code)
+        except MoneyError as exc:
+            raise FastDayError(str(exc), "extra_currencies") from None
+        if clean == own:
+            raise FastDayError(
+                _l(
+                    "%(code)s is already this fast day's own currency; list only the others.",
+                    code=own,
+                ),
+                "extra_currencies",
+            )
+        if clean not in extra:
+            extra.append(clean)
+    if len(extra) > MAX_EXTRA_CURRENCIES:
+        raise FastDayError(
+            _l("Take at most %(n)s other currencies.", n=MAX_EXTRA_CURRENCIES), "extra_currencies"
+        )
+    return extra
 
 
 def create_fast_day(
@@ -382,13 +413,19 @@ def create_fast_day(
     return day
 
 
+def _current(day: FastDay, name: str) -> object:
+    """A day's value of an editable field, with a missing list read as empty."""
+    value = getattr(day, name)
+    return list(value or []) if name == "extra_currencies" else value
+
+
 def update_fast_day(day: FastDay, fields: FastDayFields, *, actor: User | None = None) -> list[str]:
     """Change a day's facts; return the names of the fields that changed (audited)."""
     clean = _validated(fields, day=day)
     changes = {
         name: getattr(clean, name)
         for name in EDITABLE_FIELDS
-        if getattr(day, name) != getattr(clean, name)
+        if _current(day, name) != getattr(clean, name)
     }
     if not changes:
         return []
@@ -406,7 +443,7 @@ def update_fast_day(day: FastDay, fields: FastDayFields, *, actor: User | None =
                 raise FastDayError(
                     _l("This fast day has opened: its date and time zone cannot change."), name
                 )
-    before = {name: getattr(day, name) for name in changes}
+    before = {name: _current(day, name) for name in changes}
     for name, value in changes.items():
         setattr(day, name, value)
     db.session.flush()
@@ -679,9 +716,14 @@ def create_series(
     base = typed or slugify(template.title or "")
     actor = _actor(actor)
     days = []
+    series: str | None = None
     for when in sorted(dates):
         fields = replace(template, local_date=when, slug=unique_slug(_dated_slug(base, when)))
         day = create_fast_day(fields, split=split, actor=actor)
+        # The series is named after its first day's slug: unique, so two series made from
+        # one template stay apart, and donors can pledge for every day of one of them.
+        series = series or day.slug
+        day.series = series
         if schedule:
             transition(day, FastDayStatus.SCHEDULED, actor=actor, now=now)
         days.append(day)

@@ -1,61 +1,52 @@
 """E-mail: one function per kind of message, each a .txt and .html template pair.
 
-Messages are queued on the database session and leave only after its commit succeeds,
-so a rolled-back request never sends a receipt for a gift that was not recorded.
+Every message goes through the outbox (see ``outbox.py``): it is a row written in the same
+transaction as the change that caused it, so a rolled-back request never sends a receipt
+for a gift that was not recorded, and a relay that is down loses nothing. Each message has
+a key naming what it is for, so the same receipt is never queued twice.
 """
 
 from __future__ import annotations
 
-import logging
-import smtplib
-import ssl
-from email.message import EmailMessage
-from email.utils import make_msgid
+import hashlib
+import uuid
 from typing import Any
 
 from flask import current_app, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-from .extensions import db
-from .models import AidGroup, Pledge, User, utcnow
-
-log = logging.getLogger(__name__)
-
-_QUEUE_KEY = "mail_after_commit"
+from . import outbox
+from .models import AidGroup, Pledge, Subscriber, User, utcnow
 
 
-def _smtp_settings() -> dict[str, Any]:
-    cfg = current_app.config
-    keys = (
-        "MAIL_SERVER",
-        "MAIL_PORT",
-        "MAIL_USERNAME",
-        "MAIL_PASSWORD",
-        "MAIL_USE_TLS",
-        "MAIL_USE_SSL",
-        "MAIL_TIMEOUT_SECONDS",
+def render(template: str, **context: Any) -> tuple[str, str]:
+    """The plain-text and HTML bodies of ``templates/email/<template>.txt|html``."""
+    return (
+        render_template(f"email/{template}.txt", **context),
+        render_template(f"email/{template}.html", **context),
     )
-    return {k: cfg[k] for k in keys}
 
 
-def _build(to: str, subject: str, template: str, **context: Any) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = current_app.config["MAIL_DEFAULT_SENDER"]
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Message-ID"] = make_msgid(domain="fundraiser.local")
-    msg.set_content(render_template(f"email/{template}.txt", **context))
-    msg.add_alternative(render_template(f"email/{template}.html", **context), subtype="html")
-    return msg
+def queue(*, key: str, to: str, subject: Any, template: str, **context: Any) -> bool:
+    """Queue one message from a template pair; False if ``key`` was queued before."""
+    text, html = render(template, **context)
+    return outbox.enqueue(
+        outbox.Outgoing(
+            key=key,
+            kind=template,
+            to_email=to,
+            subject=str(subject),
+            text_body=text,
+            html_body=html,
+        )
+    )
 
 
-def queue(msg: EmailMessage) -> None:
-    """Send ``msg`` once the current database transaction commits."""
-    db.session.info.setdefault(_QUEUE_KEY, []).append((msg, _smtp_settings()))
+def _once() -> str:
+    """A key part for messages that may rightly be sent more than once (a second review)."""
+    return uuid.uuid4().hex
 
 
 def queue_receipt(pledge: Pledge) -> None:
@@ -64,73 +55,80 @@ def queue_receipt(pledge: Pledge) -> None:
 
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     with force_locale(pledge.locale):
-        msg = _build(
-            pledge.email,
-            _("Thank you for your gift to %(title)s", title=pledge.fast_day.title),
-            "receipt",
+        queue(
+            # The token part keeps the key unique if a restored database reuses ids.
+            key=f"receipt:{pledge.id}:{pledge.token[:12]}",
+            to=pledge.email,
+            subject=_("Thank you for your gift to %(title)s", title=pledge.fast_day.title),
+            template="receipt",
             pledge=pledge,
             split=ledger.describe_split(pledge),
             pledge_url=f"{base}/pledge/{pledge.token}",
         )
     pledge.receipt_queued_at = utcnow()
-    queue(msg)
 
 
 def queue_invitation(user: User, token: str) -> None:
     """Queue an invitation to set a password, with its signed, expiring link."""
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     days = current_app.config["INVITATION_MAX_AGE_SECONDS"] // 86400
+    digest = hashlib.sha256(token.encode()).hexdigest()[:16]
     queue(
-        _build(
-            user.email,
-            _("You are invited to Fast for Gaza"),
-            "invitation",
-            user=user,
-            link=f"{base}/invitation/{token}",
-            days=days,
-        )
+        key=f"invitation:{user.id}:{digest}",
+        to=user.email,
+        subject=_("You are invited to Fast for Gaza"),
+        template="invitation",
+        user=user,
+        link=f"{base}/invitation/{token}",
+        days=days,
     )
 
 
-def send_now(messages: list[tuple[EmailMessage, dict[str, Any]]]) -> None:
-    """Deliver messages over one SMTP connection; failures are logged, never raised."""
-    if not messages:
-        return
-    settings = messages[0][1]
-    try:
-        if settings["MAIL_USE_SSL"]:
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                settings["MAIL_SERVER"],
-                settings["MAIL_PORT"],
-                timeout=settings["MAIL_TIMEOUT_SECONDS"],
-                context=ssl.create_default_context(),
+# --- Subscribers: the double opt-in confirmation, and a link to manage messages -------------
+
+
+def _queue_to_subscriber(
+    subscriber: Subscriber, *, key: str, subject: Any, template: str, **context: Any
+) -> bool:
+    """Queue one message to a subscriber, in their language, tied to their row (for erasure)."""
+    with force_locale(subscriber.locale):
+        text, html = render(template, subscriber=subscriber, **context)
+        return outbox.enqueue(
+            outbox.Outgoing(
+                key=key,
+                kind=template,
+                to_email=subscriber.email,
+                subject=str(subject),
+                text_body=text,
+                html_body=html,
+                subscriber_id=subscriber.id,
             )
-        else:
-            smtp = smtplib.SMTP(
-                settings["MAIL_SERVER"],
-                settings["MAIL_PORT"],
-                timeout=settings["MAIL_TIMEOUT_SECONDS"],
-            )
-        with smtp:
-            if settings["MAIL_USE_TLS"]:
-                smtp.starttls(context=ssl.create_default_context())
-            if settings["MAIL_USERNAME"]:
-                smtp.login(settings["MAIL_USERNAME"], settings["MAIL_PASSWORD"] or "")
-            for msg, _settings in messages:
-                smtp.send_message(msg)
-    except (OSError, smtplib.SMTPException) as exc:
-        # Never log addresses: only how many messages and why.
-        log.error("could not send %d e-mail(s): %s", len(messages), type(exc).__name__)
+        )
 
 
-@event.listens_for(Session, "after_commit")
-def _send_after_commit(session: Session) -> None:
-    send_now(session.info.pop(_QUEUE_KEY, []))
+def queue_subscription_confirm(subscriber: Subscriber, *, key: str, link: str) -> bool:
+    """Queue the double opt-in e-mail: the only message an unconfirmed address ever gets."""
+    with force_locale(subscriber.locale):
+        subject = _("Confirm that you want the fast day's messages")
+    return _queue_to_subscriber(
+        subscriber, key=key, subject=subject, template="subscription_confirm", link=link
+    )
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
-    session.info.pop(_QUEUE_KEY, None)
+def queue_subscription_manage(
+    subscriber: Subscriber, *, key: str, preferences_link: str, unsubscribe_link: str
+) -> bool:
+    """Queue a link to a subscriber's preferences page, which they asked for."""
+    with force_locale(subscriber.locale):
+        subject = _("Your fast day messages: change or stop them")
+    return _queue_to_subscriber(
+        subscriber,
+        key=key,
+        subject=subject,
+        template="subscription_manage",
+        preferences_link=preferences_link,
+        unsubscribe_link=unsubscribe_link,
+    )
 
 
 # --- Aid group applications: acknowledged, approved, rejected -----------------------------
@@ -139,7 +137,14 @@ def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
 def _queue_to_group(group: AidGroup, subject: Any, template: str, **context: Any) -> None:
     """Queue a message to a group's contact, in the language they applied in."""
     with force_locale(group.locale):
-        queue(_build(group.contact_email, str(subject), template, group=group, **context))
+        queue(
+            key=f"{template}:{group.id}:{_once()}",
+            to=group.contact_email,
+            subject=subject,
+            template=template,
+            group=group,
+            **context,
+        )
 
 
 def queue_application_received(group: AidGroup) -> None:
@@ -167,4 +172,99 @@ def queue_application_rejected(group: AidGroup, reason: str) -> None:
         _l("About the application for %(group)s", group=group.name),
         "application_rejected",
         reason=reason,
+    )
+
+
+# --- Payout details waiting for an organizer -----------------------------------------------
+
+
+def queue_payout_change_waiting(group: AidGroup, organizers: list[User]) -> None:
+    """Tell each active organizer that a group's new payout details wait for confirmation.
+
+    The message names the group and links to its page; the details themselves stay in the
+    app, behind a login, rather than in mailboxes.
+    """
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    link = f"{base}/admin/groups/{group.id}"
+    for organizer in organizers:
+        queue(
+            key=f"payout_change_waiting:{group.id}:{organizer.id}:{_once()}",
+            to=organizer.email,
+            subject=_(
+                "New payout details for %(group)s wait for your confirmation", group=group.name
+            ),
+            template="payout_change_waiting",
+            group=group,
+            link=link,
+        )
+
+
+# --- Pledges charged on the fast day ---------------------------------------------------------
+# Each is about the donor's own pledge (transactional, not marketing), in the donor's language;
+# the caller sets it with force_locale. Keys name the pledge and the attempt, so the job and
+# the webhook reporting the same attempt queue one message.
+
+
+def queue_pledge_reminder(pledge: Pledge, charge_time: str, pledge_url: str) -> bool:
+    """Queue "we will charge you tomorrow", once per pledge, with the link to cancel."""
+    return queue(
+        key=f"pledge-reminder:{pledge.id}",
+        to=pledge.email,
+        subject=_("Tomorrow: your gift to %(title)s", title=pledge.fast_day.title),
+        template="pledge_reminder",
+        pledge=pledge,
+        charge_time=charge_time,
+        pledge_url=pledge_url,
+    )
+
+
+def queue_pledge_action_needed(pledge: Pledge, pledge_url: str) -> bool:
+    """Queue "your bank asks you to confirm the charge", with the link that completes it."""
+    return queue(
+        key=f"pledge-action:{pledge.id}:{pledge.charge_attempts}",
+        to=pledge.email,
+        subject=_("Please confirm your gift to %(title)s", title=pledge.fast_day.title),
+        template="pledge_action_needed",
+        pledge=pledge,
+        pledge_url=pledge_url,
+    )
+
+
+def queue_pledge_failed_retry(pledge: Pledge, retry_time: str, pledge_url: str) -> bool:
+    """Queue "your card was declined; we will try once more at <time>"."""
+    return queue(
+        key=f"pledge-failed:{pledge.id}:{pledge.charge_attempts}",
+        to=pledge.email,
+        subject=_("Your gift to %(title)s did not go through yet", title=pledge.fast_day.title),
+        template="pledge_failed_retry",
+        pledge=pledge,
+        retry_time=retry_time,
+        pledge_url=pledge_url,
+    )
+
+
+def queue_pledge_failed_final(pledge: Pledge, pledge_url: str) -> bool:
+    """Queue "your card was declined again; nothing was charged", with a link to try another."""
+    return queue(
+        key=f"pledge-failed:{pledge.id}:{pledge.charge_attempts}",
+        to=pledge.email,
+        subject=_("Your gift to %(title)s could not be charged", title=pledge.fast_day.title),
+        template="pledge_failed_final",
+        pledge=pledge,
+        pledge_url=pledge_url,
+    )
+
+
+def queue_pledge_series_stopped(
+    pledge: Pledge, stopped: list[Pledge], charge_times: list[str], pledge_url: str
+) -> bool:
+    """Queue the confirmation that every not-yet-charged pledge of a series was stopped."""
+    return queue(
+        key=f"pledge-series-stopped:{pledge.series_token}",
+        to=pledge.email,
+        subject=_("Your pledges to the fast days are stopped"),
+        template="pledge_series_stopped",
+        pledge=pledge,
+        stopped=list(zip(stopped, charge_times, strict=True)),
+        pledge_url=pledge_url,
     )

@@ -1,4 +1,7 @@
-"""Aid groups: their own allocations as partners see them, applying to be listed, and review."""
+"""Aid groups: applying to be listed, review, their profile and their payout details.
+
+A group's own figures, as partners see them, live in ``statements``.
+"""
 
 from __future__ import annotations
 
@@ -15,43 +18,18 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, auth, ledger, mail
+from . import audit, auth, mail
 from .extensions import db
-from .fast_days import PUBLIC_STATUSES
-from .models import AidGroup, AidGroupStatus, AuditEntry, FastDay, Role, User, utcnow
-
-
-@dataclass(frozen=True)
-class GroupDayFigures:
-    """One fast day's figures for one group, in the day's currency."""
-
-    fast_day: FastDay
-    currency: str
-    designated_minor: int
-    pool_share_minor: int
-
-    @property
-    def allocated_minor(self) -> int:
-        """Designated gifts plus the group's share of the pool."""
-        return self.designated_minor + self.pool_share_minor
-
-
-def allocations_for_group(group: AidGroup) -> list[GroupDayFigures]:
-    """The group's allocation from every public fast day that funds it, newest first."""
-    days = db.session.scalars(
-        select(FastDay)
-        .where(FastDay.status.in_(PUBLIC_STATUSES))
-        .order_by(FastDay.local_date.desc())
-    )
-    rows = []
-    for day in days:
-        mine = next((a for a in ledger.allocations(day) if a.aid_group_id == group.id), None)
-        if mine is not None:
-            rows.append(
-                GroupDayFigures(day, day.currency, mine.designated_minor, mine.pool_share_minor)
-            )
-    return rows
-
+from .models import (
+    AidGroup,
+    AidGroupStatus,
+    AuditEntry,
+    PayoutChange,
+    PayoutChangeStatus,
+    Role,
+    User,
+    utcnow,
+)
 
 # --- Applying to be listed, and the organizers' review ------------------------------------
 
@@ -278,6 +256,141 @@ def update_profile(
         actor=actor,
     )
     return changed
+
+
+# --- Payout details: partners ask, organizers confirm --------------------------------------
+
+# What a confirmed payout change copies onto the group.
+PAYOUT_FIELDS = ("funds_method", "funds_details", "stripe_account_id")
+
+# Stripe's connected account ids: "acct_" and letters and digits (the column holds 64).
+STRIPE_ACCOUNT_RE = re.compile(r"^acct_[A-Za-z0-9]{1,59}$")
+
+
+def is_stripe_account_id(value: str) -> bool:
+    """True for an id shaped like a Stripe connected account's (``acct_...``)."""
+    return bool(STRIPE_ACCOUNT_RE.fullmatch(value or ""))
+
+
+def pending_payout_change(group: AidGroup) -> PayoutChange | None:
+    """The group's payout change waiting for an organizer, if any."""
+    return db.session.scalar(
+        select(PayoutChange)
+        .where(
+            PayoutChange.aid_group_id == group.id,
+            PayoutChange.status == PayoutChangeStatus.PENDING,
+        )
+        .order_by(PayoutChange.id.desc())
+        .limit(1)
+    )
+
+
+def _change_snapshot(change: PayoutChange) -> dict[str, Any]:
+    return {"change_id": change.id, **audit.snapshot(change, PAYOUT_FIELDS)}
+
+
+def request_payout_change(
+    group: AidGroup,
+    funds_method: FundsMethod | str,
+    funds_details: str,
+    stripe_account_id: str | None = None,
+    actor: User | None = None,
+) -> PayoutChange:
+    """Ask for new payout details; they wait for an organizer, and replace any earlier request.
+
+    The group's details in use do not change here: money keeps going where an organizer last
+    confirmed, so a stolen partner login cannot redirect a payment by itself.
+    """
+    stripe_account_id = (stripe_account_id or "").strip() or None
+    if stripe_account_id is not None and not is_stripe_account_id(stripe_account_id):
+        raise ValueError(f"not a Stripe account id: {stripe_account_id!r}")
+    method = FundsMethod(funds_method)
+    for earlier in db.session.scalars(
+        select(PayoutChange).where(
+            PayoutChange.aid_group_id == group.id,
+            PayoutChange.status == PayoutChangeStatus.PENDING,
+        )
+    ):
+        earlier.status = PayoutChangeStatus.WITHDRAWN
+        earlier.decided_at = utcnow()
+        earlier.decision_note = "replaced by a newer request"
+    change = PayoutChange(
+        aid_group_id=group.id,
+        funds_method=method.value,
+        funds_details=(funds_details or "").strip(),
+        stripe_account_id=stripe_account_id,
+        status=PayoutChangeStatus.PENDING,
+        requested_by_id=actor.id if actor else None,
+    )
+    db.session.add(change)
+    db.session.flush()
+    audit.record(
+        "group.request_payout_change", target=group, after=_change_snapshot(change), actor=actor
+    )
+    organizers = db.session.scalars(
+        select(User).where(User.role == Role.ORGANIZER, User.is_active.is_(True)).order_by(User.id)
+    ).all()
+    mail.queue_payout_change_waiting(group, list(organizers))
+    return change
+
+
+def _decidable(group: AidGroup, change: PayoutChange) -> None:
+    if change.aid_group_id != group.id:
+        raise ValueError("the payout change belongs to another group")
+    if change.status != PayoutChangeStatus.PENDING:
+        raise ReviewError(_l("This payout change was already decided or replaced."))
+
+
+def confirm_payout_change(group: AidGroup, change: PayoutChange, actor: User | None = None) -> None:
+    """Put a requested payout change in use: its details replace the group's, audited."""
+    _decidable(group, change)
+    before = audit.snapshot(group, PAYOUT_FIELDS)
+    for name in PAYOUT_FIELDS:
+        setattr(group, name, getattr(change, name))
+    change.status = PayoutChangeStatus.CONFIRMED
+    change.decided_by_id = actor.id if actor else None
+    change.decided_at = utcnow()
+    audit.record(
+        "group.confirm_payout_change",
+        target=group,
+        before=before,
+        after={"change_id": change.id, **audit.snapshot(group, PAYOUT_FIELDS)},
+        actor=actor,
+    )
+
+
+def reject_payout_change(
+    group: AidGroup, change: PayoutChange, note: str, actor: User | None = None
+) -> None:
+    """Refuse a requested payout change with a reason; the details in use stay, audited."""
+    _decidable(group, change)
+    change.status = PayoutChangeStatus.REJECTED
+    change.decided_by_id = actor.id if actor else None
+    change.decided_at = utcnow()
+    change.decision_note = _required_reason(note)
+    audit.record(
+        "group.reject_payout_change",
+        target=group,
+        after={
+            "change_id": change.id,
+            "status": change.status,
+            "review_note": change.decision_note,
+        },
+        actor=actor,
+    )
+
+
+def latest_payout_decision(group: AidGroup) -> PayoutChange | None:
+    """The group's most recently decided payout change (confirmed or rejected), if any."""
+    return db.session.scalar(
+        select(PayoutChange)
+        .where(
+            PayoutChange.aid_group_id == group.id,
+            PayoutChange.status.in_((PayoutChangeStatus.CONFIRMED, PayoutChangeStatus.REJECTED)),
+        )
+        .order_by(PayoutChange.decided_at.desc(), PayoutChange.id.desc())
+        .limit(1)
+    )
 
 
 def invite_partner(group: AidGroup, email: str, actor: User | None = None) -> User:

@@ -48,12 +48,28 @@ def create_pledge(
     dedication: str | None,
     wants_messages: bool,
     locale: str,
+    charge_on_day: bool = False,
+    timezone: str | None = None,
+    whole_series: bool = False,
 ) -> Pledge:
-    """Record a donor's intention to give; no money moves yet."""
+    """Record a donor's intention to give; no money moves yet.
+
+    With ``charge_on_day`` the card is only saved now and charged on the fast day (see
+    ``pledge_charges``); with ``whole_series`` too, on every later day of its series.
+    """
+    from . import pledge_charges  # it builds on this module
+
+    if charge_on_day and not pledge_charges.can_pledge_for_day(fast_day):
+        raise PledgeError(_l("This fast day has begun: you can give now."))
     if not fast_day.is_open_for_gifts:
         raise PledgeError(_l("This fast day is not taking gifts."))
-    if currency.upper() != fast_day.currency:
-        raise PledgeError(_l("This fast day takes gifts in its own currency only."))
+    if currency.upper() not in fast_day.accepted_currencies:
+        raise PledgeError(
+            _l(
+                "This fast day takes gifts in %(currency)s.",
+                currency=", ".join(fast_day.accepted_currencies),
+            )
+        )
     if aid_group is not None and aid_group not in fast_day.groups:
         raise PledgeError(_l("That group is not funded by this fast day."))
     pledge = Pledge(
@@ -68,7 +84,12 @@ def create_pledge(
         wants_messages=wants_messages,
         locale=locale,
         status=PledgeStatus.PENDING,
+        charge_on_day=charge_on_day,
+        timezone=timezone if charge_on_day else None,
+        series_token=pledge_charges.new_series_token() if charge_on_day and whole_series else None,
     )
+    if charge_on_day:
+        pledge.charge_due_at = pledge_charges.charge_due_at_for(fast_day, pledge.timezone)
     db.session.add(pledge)
     db.session.flush()
     return pledge
@@ -127,6 +148,13 @@ def charge_now(pledge: Pledge) -> ChargeOutcome:
     """Charge the card saved by the pledge's SetupIntent now (a "give now" gift)."""
     if pledge.status in (PledgeStatus.SUCCEEDED, PledgeStatus.REFUNDED):
         return ChargeOutcome(status="succeeded")
+    if pledge.charge_on_day and pledge.status in (
+        PledgeStatus.PENDING,
+        PledgeStatus.SCHEDULED,
+        PledgeStatus.CANCELLED,
+    ):
+        # Charged by the scheduler on the day, never from the browser before it.
+        raise PledgeError(_l("This gift is charged on the fast day, not now."))
     if pledge.stripe_setup_intent_id is None:
         raise PledgeError(_l("Enter your card details first."))
     setup = gateway.retrieve_setup_intent(pledge.stripe_setup_intent_id)
@@ -159,21 +187,46 @@ def _apply_intent_status(pledge: Pledge, intent: dict[str, Any]) -> ChargeOutcom
 
     Success is only recorded from :func:`sync_payment`, which also writes the ledger.
     """
+    from . import pledge_charges  # the donor of a pledge charged on the day is told by e-mail
+
     status = intent["status"]
     if status == "requires_action":
-        pledge.transition_to(PledgeStatus.REQUIRES_ACTION)
+        if pledge.transition_to(PledgeStatus.REQUIRES_ACTION):
+            pledge_charges.on_requires_action(pledge)
         db.session.flush()
-        return ChargeOutcome(status="requires_action", client_secret=intent["client_secret"])
+        return ChargeOutcome(status="requires_action", client_secret=intent.get("client_secret"))
     if status in ("requires_payment_method", "canceled"):
         error = intent.get("last_payment_error") or {}
         message = error.get("message") or "Your card was declined."
-        pledge.transition_to(PledgeStatus.FAILED)
+        moved = pledge.transition_to(PledgeStatus.FAILED)
         pledge.failure_message = message[:500]
+        if moved:
+            pledge_charges.on_failed(pledge)
         db.session.flush()
         return ChargeOutcome(status="failed", message=message)
     pledge.transition_to(PledgeStatus.PROCESSING)
     db.session.flush()
     return ChargeOutcome(status="processing")
+
+
+def record_setup(pledge: Pledge, setup_intent_id: str) -> bool:
+    """Record a saved card from Stripe's SetupIntent; True if the pledge became scheduled.
+
+    The one path for a pledge to be charged on the fast day, used by the donor's return to the
+    app (localstripe sends no setup_intent webhook) and by ``setup_intent.succeeded`` alike.
+    The state comes from Stripe's object, so either may come first, or twice.
+    """
+    from . import pledge_charges  # it builds on this module
+
+    if not pledge.charge_on_day or pledge.status != PledgeStatus.PENDING:
+        return False
+    if setup_intent_id != pledge.stripe_setup_intent_id:
+        return False  # an older SetupIntent: the donor has since started another card
+    setup = gateway.retrieve_setup_intent(setup_intent_id)
+    if setup.get("status") != "succeeded" or not setup.get("payment_method"):
+        return False
+    pledge_charges.schedule(pledge)
+    return True
 
 
 def lock(pledge_id: int) -> Pledge | None:
@@ -203,7 +256,9 @@ def sync_payment(pledge: Pledge, payment_intent_id: str) -> None:
         pledge.stripe_payment_intent_id = intent["id"]
         pledge.stripe_charge_id = charge["id"]
         ledger.record_charge(pledge, charge)
-        if int(charge.get("amount_refunded") or 0) > 0:
+        # A refund that failed after it succeeded no longer counts in amount_refunded, yet
+        # its REFUND row needs the reversal that Stripe's refund list now shows.
+        if int(charge.get("amount_refunded") or 0) > 0 or ledger.refunds_recorded(pledge):
             for refund in gateway.list_refunds(charge["id"]):
                 ledger.record_refund(pledge, refund)
         if pledge.transition_to(PledgeStatus.SUCCEEDED):

@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 
 from fundraiser import create_app
 from fundraiser.extensions import db, limiter
+from tests.connect_helpers import FakeConnect
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -197,7 +198,24 @@ def database_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def app(database_url, localstripe, smtp_server, tmp_path_factory):
+def connect_server() -> Iterator[FakeConnect]:
+    """The fake Stripe Connect transfers API (localstripe has none), in a thread."""
+    from fundraiser.dev.connect_server import ConnectServer
+
+    server = ConnectServer().start()
+    yield FakeConnect(server.url)
+    server.stop()
+
+
+@pytest.fixture
+def connect(connect_server) -> FakeConnect:
+    """The fake Connect server, emptied for this test (ids repeat once tables are emptied)."""
+    connect_server.reset()
+    return connect_server
+
+
+@pytest.fixture(scope="session")
+def app(database_url, localstripe, smtp_server, connect_server, tmp_path_factory):
     """The app under test, with its schema created once."""
     _box, smtp_port = smtp_server
     app = create_app(
@@ -206,6 +224,7 @@ def app(database_url, localstripe, smtp_server, tmp_path_factory):
             "SQLALCHEMY_DATABASE_URI": database_url,
             "STRIPE_API_BASE": localstripe.url,
             "STRIPE_JS_URL": f"{localstripe.url}/js.stripe.com/v3/",
+            "STRIPE_CONNECT_API_BASE": connect_server.url,
             "MAIL_SERVER": "127.0.0.1",
             "MAIL_PORT": smtp_port,
             "WTF_CSRF_ENABLED": True,
@@ -246,7 +265,25 @@ def _clean_database(request):
     with app.app_context():
         limiter.reset()  # rate-limit counts are per test too
     yield
-    _empty_tables(app)
+    try:
+        if request.node.get_closest_marker("ledger_invalid") is None:
+            _check_ledger(app)
+    finally:
+        _empty_tables(app)
+
+
+def _check_ledger(app) -> None:
+    """M5: whatever a test did, the ledger it leaves behind keeps every invariant."""
+    from fundraiser.ledger_checks import check_invariants
+
+    with app.app_context():
+        try:
+            violations = check_invariants()
+        finally:
+            db.session.remove()
+    if violations:
+        listed = "\n".join(f"  {v}" for v in violations)
+        pytest.fail(f"the test left a ledger that breaks its invariants (M5):\n{listed}")
 
 
 @pytest.fixture

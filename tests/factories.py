@@ -11,12 +11,16 @@ from fundraiser.extensions import db
 from fundraiser.models import (
     AidGroup,
     AidGroupStatus,
+    Disbursement,
+    DisbursementMethod,
+    DisbursementStatus,
     FastDay,
     FastDayGroup,
     FastDayStatus,
     LedgerEntry,
     Pledge,
     PledgeStatus,
+    utcnow,
 )
 
 _seq = itertools.count(1)
@@ -109,6 +113,38 @@ def make_entry(
     )
     db.session.add(entry)
     return entry
+
+
+def make_disbursement(
+    day: FastDay,
+    group: AidGroup,
+    amount_minor: int,
+    *,
+    currency: str | None = None,
+    method: DisbursementMethod = DisbursementMethod.BANK_TRANSFER,
+    paid_on: date | None = None,
+    reference: str = "",
+    note: str = "",
+) -> Disbursement:
+    """A CONFIRMED disbursement to ``group`` from ``day``, with its ledger row."""
+    from fundraiser import ledger
+
+    disbursement = Disbursement(
+        fast_day=day,
+        aid_group=group,
+        amount_minor=amount_minor,
+        currency=(currency or day.currency).upper(),
+        method=method,
+        paid_on=paid_on or date.today(),
+        reference=reference or f"REF-{next(_seq)}",
+        note=note,
+        status=DisbursementStatus.CONFIRMED,
+        confirmed_at=utcnow(),
+    )
+    db.session.add(disbursement)
+    db.session.flush()
+    ledger.record_disbursement(disbursement)
+    return disbursement
 
 
 def past_date(days: int = 30) -> date:

@@ -9,13 +9,23 @@ import string
 import pytest
 from sqlalchemy import select
 
+from fundraiser import partners
 from fundraiser.access import ANONYMOUS_RULES, ORGANIZER, PARTNER, SIGNED_IN, rule_for, safe_next
 from fundraiser.extensions import db
-from fundraiser.models import EntryKind, LedgerEntry, PledgeStatus, Role, User
+from fundraiser.models import (
+    EntryKind,
+    LedgerEntry,
+    PayoutChange,
+    PayoutChangeStatus,
+    PledgeStatus,
+    Role,
+    User,
+)
 from tests.factories import (
     PASSWORD,
     csrf_from,
     login,
+    make_disbursement,
     make_fast_day,
     make_group,
     make_pledge,
@@ -33,8 +43,14 @@ ANONYMOUS_ENDPOINTS = {
     "public.pay",
     "public.new_setup",
     "public.charge",
+    # A pledge for the fast day: the card saved, cancelled, or its series stopped, by its token.
+    "public.schedule",
+    "public.cancel",
+    "public.stop_series",
     "public.pledge",
     "public.pledge_status",
+    # each fast day's public ledger: sums only, no donor, no bank details
+    "public.ledger",
     # the open data API
     "api.fast_days",
     "api.totals",
@@ -46,10 +62,26 @@ ANONYMOUS_ENDPOINTS = {
     # aid groups apply to be listed
     "groups.apply",
     "groups.applied",
+    # subscribers: no accounts; everything after subscribing is reached by a signed link
+    "subscriptions.subscribe",
+    "subscriptions.requested",
+    "subscriptions.manage",
+    "subscriptions.confirm",
+    "subscriptions.unsubscribe",
+    "subscriptions.one_click_unsubscribe",
+    "subscriptions.unsubscribe_by_button",
+    "subscriptions.preferences",
+    "subscriptions.resubscribe",
+    "subscriptions.erase",
+    "subscriptions.erased",
 }
 
 # Routes that change state without our CSRF token, each for a reason.
-CSRF_EXEMPT = {"webhooks.stripe_webhook"}  # Stripe signs the raw body instead
+CSRF_EXEMPT = {
+    "webhooks.stripe_webhook",  # Stripe signs the raw body instead
+    # RFC 8058: mail providers POST with no cookies; the signed link is the proof (S7)
+    "subscriptions.one_click_unsubscribe",
+}
 
 
 def _url_for_rule(rule) -> str:
@@ -98,7 +130,11 @@ def organizer(app):
 
 @pytest.fixture
 def two_partners(app):
-    """Partner A of group A and partner B of group B, each with money on one fast day."""
+    """Partner A of group A and partner B of group B, each with money on one fast day.
+
+    B also has a payment with a reference and new payout details waiting, so every partner
+    page that lists payments or payout details has something of B's it must not show.
+    """
     with app.app_context():
         group_a, group_b = make_group("Group Alpha"), make_group("Group Beta")
         day = make_fast_day(groups=[group_a, group_b], weights=[1, 1])
@@ -117,8 +153,11 @@ def two_partners(app):
                     stripe_object_id=key,
                 )
             )
+        make_disbursement(day, group_b, 1000, reference="BETA-PAYMENT-REF")
+        group_b.funds_method, group_b.funds_details = "bank_transfer", "BETA-BANK-IN-USE"
         make_user("partner", email="a@partner.org", group=group_a)
-        make_user("partner", email="b@partner.org", group=group_b)
+        partner_b = make_user("partner", email="b@partner.org", group=group_b)
+        partners.request_payout_change(group_b, "other", "BETA-PAYOUT-WAITING", actor=partner_b)
         db.session.commit()
         return {"a_id": group_a.id, "b_id": group_b.id}
 
@@ -136,8 +175,43 @@ def test_partner_sees_only_their_own_group_on_every_partner_route(app, client, t
         response = client.get(url)
         html = response.get_data(as_text=True)
         assert "Group Beta" not in html and "$22.22" not in html, url
+        assert not any(marker in html for marker in BETA_MARKERS), url
     home = client.get("/partner/").get_data(as_text=True)
     assert "Group Alpha" in home and "$11.11" in home
+
+
+BETA_MARKERS = ("BETA-PAYMENT-REF", "BETA-BANK-IN-USE", "BETA-PAYOUT-WAITING", "22.22", "10.00")
+
+
+def test_partner_statement_and_payout_pages_hold_nothing_of_another_group(
+    app, client, two_partners
+):  # X1
+    login(client, "a@partner.org")
+    for url in (
+        "/partner/statement.csv",
+        f"/partner/statement.csv?group_id={two_partners['b_id']}&aid_group_id={two_partners['b_id']}",
+        "/partner/payout",
+        f"/partner/payout?group_id={two_partners['b_id']}",
+        "/partner/profile",
+    ):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        text = response.get_data(as_text=True)
+        assert "Group Beta" not in text, url
+        assert not any(marker in text for marker in BETA_MARKERS), url
+    assert "11.11" in client.get("/partner/statement.csv").get_data(as_text=True)
+    # A's payout request with B's ids in the form is still A's own.
+    post_form(
+        client,
+        "/partner/payout",
+        {"funds_method": "other", "funds_details": "A's way", "aid_group_id": two_partners["b_id"]},
+    )
+    with app.app_context():
+        changes = db.session.scalars(select(PayoutChange).order_by(PayoutChange.id)).all()
+        assert [(c.aid_group_id, c.status) for c in changes] == [
+            (two_partners["b_id"], PayoutChangeStatus.PENDING),
+            (two_partners["a_id"], PayoutChangeStatus.PENDING),
+        ]
 
 
 def test_partners_and_visitors_cannot_use_the_organizer_console(app, client, two_partners):

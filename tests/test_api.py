@@ -39,7 +39,9 @@ def test_totals_report_raised_donors_and_exact_allocations(app, client):
         _gift(day, same_donor, 100, "ch_3")
         _gift(day, pooled, -100, "re_1", kind=EntryKind.REFUND)
         # A gift in another currency never enters the USD figures.
-        _gift(day, pooled, 9999, "ch_eur", currency="EUR")
+        euros = make_pledge(day, amount_minor=9999, status=PledgeStatus.SUCCEEDED)
+        euros.currency = "EUR"
+        _gift(day, euros, 9999, "ch_eur")
         db.session.commit()
 
     response = client.get("/api/v1/fast-days/d/totals")

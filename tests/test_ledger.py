@@ -469,3 +469,12 @@ def test_progress_shows_the_first_gifts_and_never_passes_the_goal():
     assert percent(900_000, 500_000) == 100
     assert percent(-100, 500_000) == 0
     assert percent(2500, 0) == 0
+
+
+def test_flows_of_two_currencies_cannot_be_added():
+    """M4: a figure in euros never lands in a dollar total, even by accident."""
+    dollars = ledger.Flows("USD", gifts_minor=1_000)
+    euros = ledger.Flows("EUR", gifts_minor=1_000)
+    assert (dollars + ledger.Flows("USD", fees_minor=30)).net_minor == 970
+    with pytest.raises(ledger.CurrencyMismatch):
+        dollars + euros

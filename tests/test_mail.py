@@ -1,25 +1,40 @@
-"""E-mail leaves only after the database commit, through a real SMTP server."""
+"""E-mail is an outbox row from the commit, and leaves through a real SMTP server afterwards.
+
+The row is written in the transaction that caused it; the message leaves when the request
+(or command) that committed it ends, through ``outbox.send_committed()``, or when the
+scheduler drains the outbox.
+"""
 
 from __future__ import annotations
 
-import time
+from sqlalchemy import func, select
 
-from fundraiser import mail
+from fundraiser import mail, outbox
 from fundraiser.extensions import db
-from fundraiser.models import PledgeStatus
+from fundraiser.models import OutboxMessage, OutboxState, PledgeStatus
 from tests.factories import make_fast_day, make_group, make_pledge
 
 
-def test_receipt_is_sent_after_commit_in_text_and_html_with_the_split(app, ctx, mailbox):
-    groups = [make_group("Olive Kitchen"), make_group("Water For All")]
-    day = make_fast_day(groups=groups, weights=[1, 1])
-    pledge = make_pledge(day, amount_minor=2001, status=PledgeStatus.SUCCEEDED)
-    mail.queue_receipt(pledge)
-    assert mailbox.messages == []  # nothing leaves before the commit
-    db.session.commit()
+def _outbox() -> list[OutboxMessage]:
+    db.session.expire_all()
+    return list(db.session.scalars(select(OutboxMessage)))
+
+
+def test_receipt_is_sent_after_commit_in_text_and_html_with_the_split(app, mailbox):
+    with app.app_context():
+        groups = [make_group("Olive Kitchen"), make_group("Water For All")]
+        day = make_fast_day(groups=groups, weights=[1, 1])
+        pledge = make_pledge(day, amount_minor=2001, status=PledgeStatus.SUCCEEDED)
+        email, token = pledge.email, pledge.token
+        mail.queue_receipt(pledge)
+        db.session.commit()
+        # The commit made it a row; it leaves as the request or command ends, not before.
+        (row,) = _outbox()
+        assert (row.state, row.kind, row.to_email) == (OutboxState.QUEUED, "receipt", email)
+        assert mailbox.messages == []
 
     (message,) = mailbox.wait_for(1)
-    assert message["To"] == pledge.email
+    assert message["To"] == email
     assert "Thank you for your gift" in message["Subject"]
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
@@ -27,8 +42,12 @@ def test_receipt_is_sent_after_commit_in_text_and_html_with_the_split(app, ctx, 
     # The split is shown to the cent and sums to the gift: 10.01 + 10.00.
     assert "Olive Kitchen: $10.01" in text
     assert "Water For All: $10.00" in text
-    assert f"/pledge/{pledge.token}" in text
-    assert message["Message-ID"]
+    assert f"/pledge/{token}" in text
+    assert "List-Unsubscribe" not in message  # receipts carry no unsubscribe
+    with app.app_context():
+        (row,) = _outbox()
+        assert row.state == OutboxState.SENT
+        assert message["Message-ID"] == row.message_id
 
 
 def test_receipt_is_not_sent_when_the_transaction_rolls_back(app, ctx, mailbox):
@@ -37,11 +56,24 @@ def test_receipt_is_not_sent_when_the_transaction_rolls_back(app, ctx, mailbox):
     mail.queue_receipt(pledge)
     db.session.rollback()
     db.session.commit()
-    time.sleep(0.3)
+    assert outbox.send_committed() is None
+    assert outbox.drain().handled == 0
+    assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
     assert mailbox.messages == []
 
 
-def test_unreachable_mail_server_does_not_break_the_commit(app, ctx, mailbox):
+def test_the_same_receipt_queued_twice_is_sent_once(app, ctx, mailbox):
+    day = make_fast_day()
+    pledge = make_pledge(day, status=PledgeStatus.SUCCEEDED)
+    mail.queue_receipt(pledge)
+    mail.queue_receipt(pledge)  # a replayed webhook, a retried job
+    db.session.commit()
+    assert outbox.send_committed().sent == 1
+    assert outbox.drain().handled == 0
+    assert len(mailbox.messages) == 1
+
+
+def test_unreachable_mail_server_does_not_break_the_commit_and_the_receipt_waits(app, ctx, mailbox):
     day = make_fast_day()
     pledge = make_pledge(day, status=PledgeStatus.SUCCEEDED)
     port = app.config["MAIL_PORT"]
@@ -49,6 +81,15 @@ def test_unreachable_mail_server_does_not_break_the_commit(app, ctx, mailbox):
     try:
         mail.queue_receipt(pledge)
         db.session.commit()
+        report = outbox.send_committed()
+        assert report is not None and report.relay_down
     finally:
         app.config["MAIL_PORT"] = port
     assert pledge.receipt_queued_at is not None
+    (row,) = _outbox()
+    assert (row.state, row.attempts) == (OutboxState.QUEUED, 0)
+
+    # The scheduler's next pass, with the relay back, sends it.
+    assert outbox.drain().sent == 1
+    (message,) = mailbox.wait_for(1)
+    assert message["To"] == pledge.email

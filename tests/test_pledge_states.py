@@ -17,8 +17,17 @@ ALL = list(PledgeStatus)
 
 # The table, written out from the rules rather than copied from the code: nothing returns to
 # PENDING; a success may follow a failure (another card) but nothing follows a success except
-# a full refund; a full refund is final.
+# a full refund; a full refund is final. A pledge for the fast day is SCHEDULED once its card
+# is saved (only from PENDING), is charged from there like any gift, and may be CANCELLED by
+# the donor only before it is charged; a cancelled pledge is final.
 EXPECTED_ALLOWED = {
+    (S.PENDING, S.SCHEDULED),
+    (S.PENDING, S.CANCELLED),
+    (S.SCHEDULED, S.PROCESSING),
+    (S.SCHEDULED, S.REQUIRES_ACTION),
+    (S.SCHEDULED, S.SUCCEEDED),
+    (S.SCHEDULED, S.FAILED),
+    (S.SCHEDULED, S.CANCELLED),
     (S.PENDING, S.PROCESSING),
     (S.PENDING, S.REQUIRES_ACTION),
     (S.PENDING, S.SUCCEEDED),
@@ -88,6 +97,20 @@ def test_a_late_failure_after_success_is_ignored():
     for late in (S.FAILED, S.PROCESSING, S.REQUIRES_ACTION, S.PENDING):
         assert pledge.transition_to(late) is False
     assert pledge.status == S.SUCCEEDED
+
+
+def test_a_cancelled_pledge_is_final_and_nothing_charged_can_be_cancelled():
+    pledge = pledge_in(S.SCHEDULED)
+    assert pledge.transition_to(S.CANCELLED)
+    assert [pledge.transition_to(s) for s in ALL] == [False] * len(ALL)
+    for charged in (S.PROCESSING, S.REQUIRES_ACTION, S.SUCCEEDED, S.FAILED, S.REFUNDED):
+        assert pledge_in(charged).transition_to(S.CANCELLED) is False
+
+
+def test_only_a_pledge_whose_card_was_just_saved_becomes_scheduled():
+    assert pledge_in(S.PENDING).transition_to(S.SCHEDULED)
+    for later in set(ALL) - {S.PENDING, S.SCHEDULED}:
+        assert pledge_in(later).transition_to(S.SCHEDULED) is False
 
 
 def test_a_refund_is_final():

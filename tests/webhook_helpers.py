@@ -7,16 +7,19 @@ events (tests/stripe_events.py) and compare what the database and the totals API
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from sqlalchemy import delete, select
 
 from fundraiser.extensions import db
-from fundraiser.models import LedgerEntry, Pledge, StripeEvent
+from fundraiser.models import LedgerEntry, OutboxMessage, Pledge, StripeEvent
 from fundraiser.payments import stripe_gateway as gateway
 from tests.payments_helpers import CARD_OK, pay, start_gift
-from tests.stripe_events import make_event
+from tests.stripe_events import make_event, signed
 
 
 @dataclass
@@ -119,10 +122,11 @@ def pledge_rows(app) -> dict[int, tuple]:
 
 
 def restore_pledges(app, saved: dict[int, tuple]) -> None:
-    """Forget every event and ledger row, and put each pledge back as ``saved`` had it."""
+    """Forget every event, ledger row and queued e-mail; put each pledge back as ``saved`` had it."""
     with app.app_context():
         db.session.execute(delete(LedgerEntry))
         db.session.execute(delete(StripeEvent))
+        db.session.execute(delete(OutboxMessage))
         for pledge in db.session.scalars(select(Pledge)):
             for column, value in zip(PLEDGE_COLUMNS, saved[pledge.id], strict=True):
                 setattr(pledge, column, value)
@@ -168,3 +172,23 @@ def snapshot(app, client, slug: str) -> dict[str, Any]:
         "event_count": len(event_rows(app)),
         "totals": totals.get_json(),
     }
+
+
+def post_all_at_once(url: str, events: list[dict[str, Any]], timeout: float = 120.0) -> list[int]:
+    """POST each signed event from its own thread, all released together; return the statuses.
+
+    Fails (TimeoutError) if the deliveries have not all been answered within ``timeout``
+    seconds, which is how a deadlock between server workers shows.
+    """
+    start = threading.Barrier(len(events))
+    deliveries = [signed(event) for event in events]
+
+    def deliver(body_and_headers: tuple[str, dict[str, str]]) -> int:
+        body, headers = body_and_headers
+        start.wait(timeout=30)
+        return requests.post(
+            f"{url}/stripe/webhook", data=body, headers=headers, timeout=timeout
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=len(events)) as pool:
+        return list(pool.map(deliver, deliveries, timeout=timeout))

@@ -9,6 +9,7 @@ refers to it); tests keep nothing.
 from __future__ import annotations
 
 import argparse
+import logging
 import pickle
 import sys
 from pathlib import Path
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
             tmp.replace(store_path)
 
     resources.Store.try_load_from_disk = load
+    # make run's refund relay asks for refunds every two seconds; those lines would bury
+    # every request worth reading in the terminal.
+    logging.getLogger("aiohttp.access").addFilter(
+        lambda record: "GET /v1/refunds" not in record.getMessage()
+    )
     resources.Store.dump_to_disk = dump
     sys.argv = [sys.argv[0], "--port", str(args.port)]
     server.start()

@@ -1,4 +1,4 @@
-"""`make run`: localstripe, a local mail server and the app, stopped together by Ctrl-C."""
+"""`make run`: localstripe, a local mail server, the app and the scheduler, stopped by Ctrl-C."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ INSTANCE = ROOT / "instance"
 APP_PORT = int(os.environ.get("APP_PORT", "5000"))
 STRIPE_PORT = int(os.environ.get("LOCALSTRIPE_PORT", "8420"))
 SMTP_PORT = int(os.environ.get("MAIL_PORT", "8025"))
+MAIL_VIEWER_PORT = int(os.environ.get("MAIL_VIEWER_PORT", "8026"))
+CONNECT_PORT = int(os.environ.get("CONNECT_PORT", "8421"))  # the fake Connect transfers API
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
@@ -48,7 +50,12 @@ def register_webhook(stripe_base: str, url: str, secret: str) -> None:
 
 def main() -> None:
     """Start everything, print where to go, and stop everything on Ctrl-C."""
-    for port, what in ((APP_PORT, "the app"), (STRIPE_PORT, "localstripe"), (SMTP_PORT, "SMTP")):
+    for port, what in (
+        (APP_PORT, "the app"),
+        (STRIPE_PORT, "localstripe"),
+        (SMTP_PORT, "SMTP"),
+        (CONNECT_PORT, "the fake Connect server"),
+    ):
         if port_in_use(port):
             raise SystemExit(
                 f"port {port} (for {what}) is already in use: stop what runs there first"
@@ -56,6 +63,8 @@ def main() -> None:
     INSTANCE.mkdir(exist_ok=True)
     python = sys.executable
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # localstripe has no transfers: disbursements by Stripe Connect go to the local fake.
+    env.setdefault("STRIPE_CONNECT_API_BASE", f"http://127.0.0.1:{CONNECT_PORT}")
     children: list[subprocess.Popen] = []
 
     def start(args: list[str]) -> None:
@@ -98,10 +107,14 @@ def main() -> None:
                 str(SMTP_PORT),
                 "--dir",
                 str(INSTANCE / "mail"),
+                "--viewer-port",
+                str(MAIL_VIEWER_PORT),
             ]
         )
+        start([python, "-m", "fundraiser.dev.connect_server", "--port", str(CONNECT_PORT)])
         wait_for_port(STRIPE_PORT)
         wait_for_port(SMTP_PORT)
+        wait_for_port(CONNECT_PORT)
         secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_localstripe_dev")
         register_webhook(
             f"http://127.0.0.1:{STRIPE_PORT}", f"http://127.0.0.1:{APP_PORT}/stripe/webhook", secret
@@ -122,6 +135,8 @@ def main() -> None:
             ]
         )
         wait_for_port(APP_PORT)
+        # Opens and closes fast days, queues campaign messages, sends mail, charges pledges.
+        start([python, "-m", "flask", "--app", "wsgi", "scheduler"])
         # localstripe sends no charge.refunded webhook; deliver what Stripe would.
         refund_relay.start(
             f"http://127.0.0.1:{STRIPE_PORT}", f"http://127.0.0.1:{APP_PORT}/stripe/webhook", secret
@@ -133,7 +148,10 @@ def main() -> None:
   App:          http://127.0.0.1:{APP_PORT}/
   Totals API:   http://127.0.0.1:{APP_PORT}/api/v1/fast-days
   localstripe:  http://127.0.0.1:{STRIPE_PORT}/  (test card 4242 4242 4242 4242, any future date, any CVC)
+  Connect fake: {env["STRIPE_CONNECT_API_BASE"]}  (Stripe Connect transfers for disbursements)
   Mail:         SMTP 127.0.0.1:{SMTP_PORT}; every message is saved in {INSTANCE / "mail"}
+  Mail viewer:  http://127.0.0.1:{MAIL_VIEWER_PORT}/  (what the app sent, newest first)
+  Scheduler:    its own process (jobs every minute); `flask --app wsgi scheduler health`
   Logins (for the organizer and partner areas):
                 organizer@example.org / fastday-organizer
                 partner@example.org   / fastday-partner
@@ -145,7 +163,10 @@ def main() -> None:
             time.sleep(0.5)
         print("a component stopped; stopping the rest", file=sys.stderr)
     except KeyboardInterrupt:
-        print("\nstopping localstripe, the mail server and the app", flush=True)
+        print(
+            "\nstopping localstripe, the mail server, the Connect fake, the app and the scheduler",
+            flush=True,
+        )
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut stop() short
         stop()

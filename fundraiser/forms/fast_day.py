@@ -47,6 +47,7 @@ MAX_EVERY_WEEKS = 12
 # Amounts are separated by semicolons, new lines, or a comma followed by a space, so that
 # "1,000, 2,500" (grouped thousands) and "10,50; 25" (a decimal comma) both read right.
 AMOUNT_SEPARATORS = re.compile(r"[;\n]|,\s+")
+CODE_SEPARATORS = re.compile(r"[\s,;]+")
 
 
 def major_text(amount_minor: int, currency: str) -> str:
@@ -95,6 +96,7 @@ class FastDayForm(FlaskForm):
     currency = SelectField(_l("Currency"), default="USD", validate_choice=False)
     goal = StringField(_l("Goal"))
     suggested_amounts = StringField(_l("Suggested amounts"))
+    extra_currencies = StringField(_l("Other currencies donors may give in"))
     description = TextAreaField(
         _l("Description"),
         validators=[
@@ -111,6 +113,7 @@ class FastDayForm(FlaskForm):
         self.currency.choices = [SelectChoice(code) for code in sorted(STRIPE_CURRENCIES)]
         self.goal_minor = 0
         self.suggested_minor: list[int] = []
+        self.extra_codes: list[str] = []
 
     @classmethod
     def for_day(cls, day: FastDay, **kwargs) -> FastDayForm:
@@ -126,6 +129,7 @@ class FastDayForm(FlaskForm):
                 "suggested_amounts": ", ".join(
                     major_text(a, day.currency) for a in day.suggested_amounts
                 ),
+                "extra_currencies": ", ".join(day.extra_currencies or []),
                 "description": day.description,
             },
             **kwargs,
@@ -189,6 +193,16 @@ class FastDayForm(FlaskForm):
                 ) from None
         self.suggested_minor = sorted(set(amounts))
 
+    def validate_extra_currencies(self, field: StringField) -> None:
+        """ISO codes Stripe takes ("EUR, GBP" or "EUR GBP"); the domain refuses the day's own."""
+        codes = [code for code in CODE_SEPARATORS.split(field.data or "") if code]
+        for code in codes:
+            try:
+                normalize_currency(code)
+            except MoneyError as exc:
+                raise ValidationError(str(exc)) from None
+        self.extra_codes = [code.upper() for code in codes]
+
     def fields(self, *, local_date: date | None = None) -> FastDayFields:
         """What the organizer typed, as the domain takes it (minor units)."""
         return FastDayFields(
@@ -200,6 +214,7 @@ class FastDayForm(FlaskForm):
             goal_minor=self.goal_minor,
             suggested_amounts=self.suggested_minor,
             description=self.description.data or "",
+            extra_currencies=self.extra_codes,
         )
 
 

@@ -45,6 +45,9 @@ class AidGroup(db.Model):
     # The latest review decision's reason (rejection, suspension), and when it was taken.
     review_note: Mapped[str] = mapped_column(Text, default="")
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The Stripe Connect account (acct_...) disbursements may be transferred to; set only
+    # from a payout change an organizer confirmed.
+    stripe_account_id: Mapped[str | None] = mapped_column(String(64))
 
     def __repr__(self) -> str:
         return f"<AidGroup {self.slug}>"

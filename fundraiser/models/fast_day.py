@@ -39,9 +39,14 @@ class FastDay(db.Model):
     goal_minor: Mapped[int] = mapped_column(default=0)
     # Suggested gift amounts in minor units of ``currency``, smallest first.
     suggested_amounts: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # Other currencies donors may give in. Each currency's money stands alone: its own
+    # totals, allocations and balances; the goal is in ``currency`` only.
+    extra_currencies: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[FastDayStatus] = mapped_column(String(20), default=FastDayStatus.DRAFT)
     # The split in force. It freezes when the day opens; a later change adds version n+1.
     split_version: Mapped[int] = mapped_column(default=1)
+    # Days created together as a series share this key; donors may pledge for all of them.
+    series: Mapped[str | None] = mapped_column(String(80), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     # Every version's rows; ``allocations`` is the current version's.
@@ -62,6 +67,11 @@ class FastDay(db.Model):
     def split_of(self, version: int) -> list[FastDayGroup]:
         """The groups and weights of one version of the split."""
         return [row for row in self.split_rows if row.version == version]
+
+    @property
+    def accepted_currencies(self) -> list[str]:
+        """The day's own currency first, then the others it takes."""
+        return [self.currency, *(c for c in self.extra_currencies or [] if c != self.currency)]
 
     @property
     def split_is_frozen(self) -> bool:

@@ -13,11 +13,15 @@ from .types import UTCDateTime, utcnow
 
 
 class EntryKind(StrEnum):
-    """What a ledger row records. Gifts are positive; fees, refunds and disputes negative."""
+    """What a ledger row records.
+
+    Gifts and reversals are positive; fees, refunds, disputes and disbursements negative.
+    """
 
     GIFT = "gift"
     FEE = "fee"
     REFUND = "refund"
+    REFUND_REVERSAL = "refund_reversal"  # a refund that succeeded, then failed: money back
     DISPUTE = "dispute"
     DISPUTE_REVERSAL = "dispute_reversal"
     DISBURSEMENT = "disbursement"
@@ -35,6 +39,8 @@ class LedgerEntry(db.Model):
     __table_args__ = (
         UniqueConstraint("kind", "stripe_object_id"),
         Index("ix_ledger_entry_day_currency", "fast_day_id", "currency"),
+        # A partner's statement reads its own group's rows by date.
+        Index("ix_ledger_entry_group_created", "aid_group_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -47,6 +53,8 @@ class LedgerEntry(db.Model):
     stripe_object_id: Mapped[str | None] = mapped_column(String(64))
     # For pooled rows: the split version in force when the gift came in, which shares it.
     split_version: Mapped[int | None]
+    # For disbursement rows: the payment they record (one row each).
+    disbursement_id: Mapped[int | None] = mapped_column(ForeignKey("disbursement.id"), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

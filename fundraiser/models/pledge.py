@@ -18,11 +18,13 @@ class PledgeStatus(StrEnum):
     """The payment's state, as Stripe last told us (the webhook is the source of truth)."""
 
     PENDING = "pending"  # the donor filled in the form; no card yet
+    SCHEDULED = "scheduled"  # card saved; to be charged on the fast day (pledged, not raised)
     PROCESSING = "processing"  # a PaymentIntent was confirmed; waiting for Stripe's word
     REQUIRES_ACTION = "requires_action"  # the card issuer asks the donor to authenticate
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # the last attempt failed; the donor may try another card
     REFUNDED = "refunded"  # fully refunded
+    CANCELLED = "cancelled"  # a scheduled pledge the donor stopped before it was charged
 
 
 # Which state may follow which. A success may follow a failure (the donor tried another
@@ -31,11 +33,23 @@ class PledgeStatus(StrEnum):
 ALLOWED_TRANSITIONS: dict[PledgeStatus, frozenset[PledgeStatus]] = {
     PledgeStatus.PENDING: frozenset(
         {
+            PledgeStatus.SCHEDULED,
+            PledgeStatus.CANCELLED,
             PledgeStatus.PROCESSING,
             PledgeStatus.REQUIRES_ACTION,
             PledgeStatus.SUCCEEDED,
             PledgeStatus.FAILED,
             PledgeStatus.REFUNDED,
+        }
+    ),
+    # Charged on the day by the scheduler, or stopped by the donor before that.
+    PledgeStatus.SCHEDULED: frozenset(
+        {
+            PledgeStatus.PROCESSING,
+            PledgeStatus.REQUIRES_ACTION,
+            PledgeStatus.SUCCEEDED,
+            PledgeStatus.FAILED,
+            PledgeStatus.CANCELLED,
         }
     ),
     PledgeStatus.PROCESSING: frozenset(
@@ -64,6 +78,7 @@ ALLOWED_TRANSITIONS: dict[PledgeStatus, frozenset[PledgeStatus]] = {
     ),
     PledgeStatus.SUCCEEDED: frozenset({PledgeStatus.REFUNDED}),
     PledgeStatus.REFUNDED: frozenset(),
+    PledgeStatus.CANCELLED: frozenset(),
 }
 
 
@@ -102,6 +117,18 @@ class Pledge(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     receipt_queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # "Charge me on the fast day": the card is saved now and charged by the scheduler at the
+    # donor's local morning on the day (or when the day opens, with no time zone known).
+    charge_on_day: Mapped[bool] = mapped_column(Boolean, default=False)
+    timezone: Mapped[str | None] = mapped_column(String(64))  # the donor's, from the browser
+    charge_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    charge_attempts: Mapped[int] = mapped_column(default=0)
+    # Claimed by one scheduler while it charges, so a second one skips it.
+    charge_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Pledges made together for every day of a series share this; one link stops them all.
+    series_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     fast_day: Mapped[FastDay] = relationship()
     aid_group: Mapped[AidGroup | None] = relationship()

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import pledges
+from .. import ledger, pledges
 from ..extensions import db
 from ..models import EventOutcome, Pledge, StripeEvent
 from . import stripe_gateway as gateway
@@ -30,6 +30,17 @@ PAYMENT_INTENT_EVENTS = {
     "payment_intent.canceled",
 }
 CHARGE_EVENTS = {"charge.refunded", "charge.succeeded", "charge.failed", "charge.refund.updated"}
+DISPUTE_EVENTS = {
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+    "charge.dispute.closed",
+}
+SETUP_INTENT_EVENTS = {"setup_intent.succeeded"}
+# A refund never leaves these states, so a refund object in one of them is news we can act on
+# whenever it arrives (Stripe's refund list may say the same or, in tests, lag behind).
+REFUND_FINAL_FAILURES = {"failed", "canceled"}
 
 
 class LivemodeMismatch(Exception):
@@ -50,11 +61,27 @@ def _pledge_from_metadata(obj: dict[str, Any]) -> Pledge | None:
     return pledge
 
 
+def _stripe_id(value: Any) -> str | None:
+    """An id from a field Stripe sends either as an id or as the expanded object."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
 def _find_pledge(obj: dict[str, Any]) -> Pledge | None:
-    """The pledge a PaymentIntent or Charge belongs to, by our metadata or by Stripe ids."""
+    """The pledge a PaymentIntent, Charge or Refund belongs to, by our metadata or Stripe ids."""
     pledge = _pledge_from_metadata(obj)
     if pledge is not None:
         return pledge
+    if obj.get("object") == "refund" and obj.get("charge") and not obj.get("payment_intent"):
+        # A refund made on the charge (as ours are) may name no PaymentIntent; its charge
+        # does, and that PaymentIntent carries our pledge id.
+        charge_id = _stripe_id(obj["charge"])
+        pledge = db.session.scalar(select(Pledge).where(Pledge.stripe_charge_id == charge_id))
+        if pledge is not None:
+            return pledge
+        charge = gateway.find_charge(charge_id)
+        intent_id = _stripe_id(charge.get("payment_intent")) if charge else None
+        intent = gateway.find_payment_intent(intent_id) if intent_id else None
+        return _pledge_from_metadata(intent) if intent else None
     intent_id = obj["id"] if obj.get("object") == "payment_intent" else obj.get("payment_intent")
     if isinstance(intent_id, dict):
         intent_id = intent_id.get("id")
@@ -83,6 +110,52 @@ def _intent_id(obj: dict[str, Any]) -> str | None:
     return intent.get("id") if isinstance(intent, dict) else intent
 
 
+def _find_disputed_pledge(dispute: dict[str, Any]) -> Pledge | None:
+    """The pledge whose payment a dispute is about: by the charge, its PaymentIntent, or Stripe."""
+    charge_id = _stripe_id(dispute.get("charge"))
+    intent_id = _stripe_id(dispute.get("payment_intent"))
+    if charge_id:
+        pledge = db.session.scalar(select(Pledge).where(Pledge.stripe_charge_id == charge_id))
+        if pledge is not None:
+            return pledge
+    if intent_id:
+        pledge = db.session.scalar(
+            select(Pledge).where(Pledge.stripe_payment_intent_id == intent_id)
+        )
+        if pledge is not None:
+            return pledge
+    # A dispute can come before any of its payment's events, on an attempt whose ids we never
+    # kept; the PaymentIntent, as Stripe holds it, carries our pledge id. A charge Stripe does
+    # not know here is not ours (answered 2xx and kept for review, so Stripe stops retrying).
+    if not intent_id and charge_id:
+        charge = gateway.find_charge(charge_id)
+        intent_id = _stripe_id(charge.get("payment_intent")) if charge else None
+    intent = gateway.find_payment_intent(intent_id) if intent_id else None
+    return _pledge_from_metadata(intent) if intent else None
+
+
+def _apply_dispute(dispute: dict[str, Any]) -> bool:
+    """Record a dispute against its pledge; False if it is about no pledge of ours.
+
+    The pledge's status stays as it is: a dispute is money taken back and perhaps returned,
+    which the ledger shows, not a new state of the donor's gift.
+    """
+    found = _find_disputed_pledge(dispute)
+    pledge = pledges.lock(found.id) if found is not None else None
+    if pledge is None:
+        return False
+    if pledge.stripe_charge_id is None or pledge.stripe_charge_id != _stripe_id(
+        dispute.get("charge")
+    ):
+        # The dispute came before the payment's own events: record the payment from Stripe
+        # first, so the gift the dispute takes from is in the ledger beside it.
+        intent_id = _stripe_id(dispute.get("payment_intent")) or pledge.stripe_payment_intent_id
+        if intent_id:
+            pledges.sync_payment(pledge, intent_id)
+    ledger.record_dispute(pledge, dispute)
+    return True
+
+
 def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome | None:
     """Apply one verified event; return its outcome, or None if it was already handled."""
     if bool(event.get("livemode")) != app_livemode:
@@ -95,8 +168,8 @@ def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome |
     outcome = EventOutcome.IGNORED
     if event_type in PAYMENT_INTENT_EVENTS or event_type in CHARGE_EVENTS:
         found = _find_pledge(obj)
-        intent_id = _intent_id(obj)
         pledge = pledges.lock(found.id) if found is not None else None
+        intent_id = _intent_id(obj) or (pledge.stripe_payment_intent_id if pledge else None)
         if pledge is None or intent_id is None:
             outcome = EventOutcome.UNMATCHED
             log.warning(
@@ -104,7 +177,30 @@ def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome |
             )
         else:
             pledges.sync_payment(pledge, intent_id)
+            if obj.get("object") == "refund" and obj.get("status") in REFUND_FINAL_FAILURES:
+                ledger.record_refund(pledge, obj)
             outcome = EventOutcome.APPLIED
+    elif event_type in SETUP_INTENT_EVENTS:
+        # A card saved for a pledge charged on the fast day: the same function the donor's
+        # return to the app calls, reading the SetupIntent from Stripe.
+        found = _pledge_from_metadata(obj)
+        pledge = pledges.lock(found.id) if found is not None else None
+        if pledge is None:
+            outcome = EventOutcome.UNMATCHED
+            log.warning(
+                "stripe event %s (%s) matches no pledge; kept for review", event["id"], event_type
+            )
+        else:
+            pledges.record_setup(pledge, obj["id"])
+            outcome = EventOutcome.APPLIED
+    elif event_type in DISPUTE_EVENTS:
+        if _apply_dispute(obj):
+            outcome = EventOutcome.APPLIED
+        else:
+            outcome = EventOutcome.UNMATCHED
+            log.warning(
+                "stripe event %s (%s) matches no pledge; kept for review", event["id"], event_type
+            )
 
     db.session.add(
         StripeEvent(

@@ -59,7 +59,12 @@ def fast_days():
 def totals(slug: str):
     """Live totals for one fast day, for coalition members' counters."""
     day = _public_day(slug)
-    figures = ledger.day_totals(day)
+    # One entry per currency, the day's own first; the top-level fields repeat that first one
+    # for counters built before a day could take several currencies. Never added together.
+    parts = ledger.day_ledger(day)
+    figures = parts[0].totals
+    # Pledged for the fast day and not yet charged: shown beside what was raised, never in it.
+    pledged = ledger.pledged_totals(day)
     return jsonify(
         slug=day.slug,
         status=str(day.status),
@@ -67,11 +72,32 @@ def totals(slug: str):
         goal_minor=figures.goal_minor,
         raised_minor=figures.raised_minor,
         donors=figures.donors,
-        groups=[
-            {"slug": a.slug, "name": a.name, "allocated_minor": a.allocated_minor}
-            for a in ledger.allocations(day)
+        groups=_groups(parts[0]),
+        by_currency=[
+            {
+                "currency": part.currency,
+                "goal_minor": part.totals.goal_minor,
+                "raised_minor": part.totals.raised_minor,
+                "fees_minor": part.totals.fees_minor,
+                "net_minor": part.totals.net_minor,
+                "donors": part.totals.donors,
+                "groups": _groups(part),
+                "pledged_minor": pledged.get(part.currency, (0, 0))[1],
+            }
+            for part in parts
+        ],
+        pledged=[
+            {"currency": currency, "pledges": count, "amount_minor": amount}
+            for currency, (count, amount) in pledged.items()
         ],
     )
+
+
+def _groups(part: ledger.CurrencyLedger) -> list[dict]:
+    return [
+        {"slug": a.slug, "name": a.name, "allocated_minor": a.allocated_minor}
+        for a in part.allocations
+    ]
 
 
 @bp.errorhandler(404)

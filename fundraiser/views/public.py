@@ -14,7 +14,7 @@ from flask import (
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
-from .. import fast_days, ledger, pledges
+from .. import fast_days, ledger, pledge_charges, pledges, public_ledger, subscriptions
 from ..access import public
 from ..database import writes
 from ..extensions import db
@@ -55,11 +55,13 @@ def index():
         "public/index.html",
         day=day,
         totals=ledger.day_totals(day) if day else None,
+        # Every currency stands alone: the others are listed beside, never added in.
+        by_currency=ledger.totals_by_currency(day) if day else [],
         starts_in=fast_days.time_until_start(day) if day else None,
         ends_in=fast_days.time_until_end(day) if day else None,
         upcoming=fast_days.upcoming(exclude=day),
         past=past,
-        past_totals=ledger.totals_for_days(past),
+        past_totals={d.id: ledger.totals_by_currency(d) for d in past},
     )
 
 
@@ -68,14 +70,24 @@ def index():
 def fast_day(slug: str):
     """One fast day in full."""
     day = _day_or_404(slug)
+    ledgers = ledger.day_ledger(day)  # the day's own currency first
     return render_template(
         "public/fast_day.html",
         day=day,
-        totals=ledger.day_totals(day),
-        allocations=ledger.allocations(day),
+        totals=ledgers[0].totals,
+        ledgers=ledgers,
+        pledged=ledger.pledged_totals(day),
         starts_in=fast_days.time_until_start(day),
         ends_in=fast_days.time_until_end(day),
     )
+
+
+@bp.get("/fast/<slug>/ledger", endpoint="ledger")
+@public
+def ledger_page(slug: str):
+    """The day's public ledger: money in and out per currency, shares, payments to groups."""
+    day = _day_or_404(slug)
+    return render_template("public/ledger.html", day=day, book=public_ledger.for_day(day))
 
 
 @bp.route("/fast/<slug>/give", methods=["GET", "POST"])
@@ -85,20 +97,31 @@ def give(slug: str):
     day = _day_or_404(slug)
     if not day.is_open_for_gifts:
         return render_template("public/closed.html", day=day), 410
-    form = GiveForm(day, max_major_units=current_app.config["MAX_GIFT_MAJOR_UNITS"])
+    can_pledge = pledge_charges.can_pledge_for_day(day)
+    form = GiveForm(
+        day,
+        max_major_units=current_app.config["MAX_GIFT_MAJOR_UNITS"],
+        can_pledge=can_pledge,
+        series_days=len(pledge_charges.later_series_days(day)) if can_pledge else 0,
+    )
     if form.validate_on_submit():
         group = next((g for g in day.groups if g.slug == form.chosen_group_slug), None)
         pledge = pledges.create_pledge(
             fast_day=day,
             amount_minor=form.amount_minor,
-            currency=form.currency.data,
+            currency=form.chosen_currency or "",
             aid_group=group,
             donor_name=None if form.anonymous.data else form.donor_name.data,
             email=form.email.data,
             dedication=form.dedication.data,
             wants_messages=form.wants_messages.data,
             locale=str(get_locale() or "en"),
+            charge_on_day=form.charge_on_day,
+            timezone=form.donor_timezone,
+            whole_series=form.whole_series,
         )
+        # "Send me the day's messages": a pending subscriber and its confirmation (double opt-in).
+        subscriptions.subscribe_donor(pledge)
         db.session.commit()
         return redirect(url_for("public.pay", token=pledge.token), code=303)
     status = 400 if form.is_submitted() else 200
@@ -111,7 +134,13 @@ def give(slug: str):
 def pay(token: str):
     """The card step: Stripe.js collects the card against the pledge's SetupIntent."""
     pledge = _pledge_or_404(token)
-    if pledge.status in (PledgeStatus.SUCCEEDED, PledgeStatus.REFUNDED, PledgeStatus.PROCESSING):
+    if pledge.status in (
+        PledgeStatus.SUCCEEDED,
+        PledgeStatus.REFUNDED,
+        PledgeStatus.PROCESSING,
+        PledgeStatus.SCHEDULED,
+        PledgeStatus.CANCELLED,
+    ):
         return redirect(url_for("public.pledge", token=token))
     try:
         client_secret = pledges.prepare_card_setup(pledge)
@@ -126,6 +155,12 @@ def pay(token: str):
             pledge=pledge,
             client_secret=client_secret,
             split=ledger.describe_split(pledge),
+            # A pledge for the fast day only saves the card here; the scheduler charges it.
+            schedule=pledge.charge_on_day and pledge.status == PledgeStatus.PENDING,
+            charge_time=pledge_charges.charge_time_text(pledge),
+            series_days=len(pledge_charges.later_series_days(pledge.fast_day))
+            if pledge.series_token
+            else 0,
         )
     )
     # The page holds a client secret: never cache it anywhere.
@@ -169,13 +204,67 @@ def charge(token: str):
     )
 
 
+@bp.post("/pledge/<token>/schedule")
+@public
+def schedule(token: str):
+    """The card is saved (confirmCardSetup succeeded): record the pledge for the fast day."""
+    pledge = _pledge_or_404(token)
+    try:
+        if pledge.stripe_setup_intent_id:
+            pledges.record_setup(pledge, pledge.stripe_setup_intent_id)
+        db.session.commit()
+    except gateway.PaymentError:
+        db.session.rollback()
+        return jsonify(status="unavailable", message=str(UNAVAILABLE)), 503
+    if pledge.status != PledgeStatus.SCHEDULED:
+        return jsonify(
+            status="failed", message=str(_l("Your card was not saved. Please enter it again."))
+        ), 409
+    return jsonify(status="scheduled", next=url_for("public.pledge", token=token))
+
+
+@bp.post("/pledge/<token>/cancel")
+@public
+def cancel(token: str):
+    """Stop a pledge for the fast day before it is charged."""
+    pledge = _pledge_or_404(token)
+    pledge_charges.cancel(pledge)
+    db.session.commit()
+    return redirect(url_for("public.pledge", token=token), code=303)
+
+
+@bp.post("/pledge/<token>/stop-series")
+@public
+def stop_series(token: str):
+    """Stop every not-yet-charged pledge of the series this pledge belongs to."""
+    pledge = _pledge_or_404(token)
+    pledge_charges.stop_series(pledge)
+    db.session.commit()
+    return redirect(url_for("public.pledge", token=token), code=303)
+
+
 @bp.get("/pledge/<token>")
 @public
 def pledge(token: str):
     """Thank-you and status page: shows only what Stripe's webhook has recorded."""
     pledge = _pledge_or_404(token)
+    auth_secret = None
+    if pledge.charge_on_day and pledge.status == PledgeStatus.REQUIRES_ACTION:
+        try:
+            auth_secret = pledge_charges.authentication_secret(pledge)
+        except gateway.PaymentError:
+            auth_secret = None  # the page says to come back; nothing is lost
+        if auth_secret:
+            allow_stripe_js()
     response = current_app.make_response(
-        render_template("public/pledge.html", pledge=pledge, split=ledger.describe_split(pledge))
+        render_template(
+            "public/pledge.html",
+            pledge=pledge,
+            split=ledger.describe_split(pledge),
+            charge_time=pledge_charges.charge_time_text(pledge),
+            series=pledge_charges.series_pledges(pledge) if pledge.series_token else [],
+            auth_secret=auth_secret,
+        )
     )
     response.headers["Cache-Control"] = "no-store"
     return response

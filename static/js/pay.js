@@ -1,5 +1,6 @@
 // The card step: save the card with Stripe (confirmCardSetup), then ask our server to
-// charge it, and authenticate with confirmCardPayment only if the bank asks for it.
+// charge it, and authenticate with confirmCardPayment only if the bank asks for it. For a
+// pledge charged on the fast day, the server is told the card is saved, and nothing more.
 (function () {
   "use strict";
   var form = document.getElementById("payment");
@@ -71,6 +72,19 @@
           return;
         }
         cardSaved = true;
+      }
+      if (data.scheduleUrl) {
+        // A pledge for the fast day: the card is saved; the server records the pledge and the
+        // scheduler charges it on the day. No PaymentIntent is made from this page.
+        var scheduled = await post(data.scheduleUrl);
+        if (scheduled.status !== "scheduled" || !scheduled.next) {
+          showError(scheduled.message || data.errorGeneric);
+          if (scheduled.status === "failed") { await newCardAttempt(); }
+          return;
+        }
+        leaving = true;
+        window.location.assign(scheduled.next);
+        return;
       }
       var result = await post(data.chargeUrl);
       if (result.status === "requires_action") {

@@ -8,4 +8,13 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 # Imported for their routes, after ``bp`` exists.
-from . import audit_log, dashboard, fast_days, groups, home, users  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    audit_log,
+    campaigns,
+    dashboard,
+    disbursements,
+    fast_days,
+    groups,
+    home,
+    users,
+)

@@ -22,7 +22,7 @@ from flask_babel import format_decimal, get_locale
 from flask_babel import gettext as _
 from werkzeug.routing import BuildError
 
-from ... import audit, charts, dashboard, exports, refunds
+from ... import audit, charts, dashboard, exports, ledger, refunds
 from ...access import organizer_only
 from ...database import writes
 from ...extensions import db
@@ -88,6 +88,7 @@ def dashboard_view(day_id: int):
         local=_in_zone(day.timezone),
         format_number=format_decimal,
         day_url=_day_page(day),
+        pledged=ledger.pledged_totals(day),
     )
 
 

@@ -8,12 +8,13 @@ from babel import Locale, UnknownLocaleError
 from flask import abort, flash, redirect, render_template, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
+from flask_login import current_user
 
 from ... import auth, partners
 from ...access import organizer_only
 from ...extensions import db
 from ...forms.aid_group import InvitePartnerForm, ProfileForm, ReasonForm
-from ...models import AidGroup
+from ...models import AidGroup, PayoutChange
 from . import bp
 
 
@@ -62,6 +63,9 @@ def _review_page(group: AidGroup, status: int = 200, **forms):
             suspend_form=forms.pop("suspend_form", None) or ReasonForm(formdata=None),
             profile_form=profile,
             invite_form=forms.pop("invite_form", None) or InvitePartnerForm(formdata=None),
+            pending_payout=partners.pending_payout_change(group),
+            payout_reject_form=forms.pop("payout_reject_form", None)
+            or ReasonForm(formdata=None, prefix="payout"),
         ),
         status,
     )
@@ -180,3 +184,43 @@ def invite_group_partner(group_id: int):
     db.session.commit()
     flash(_("Invitation sent to %(email)s.", email=user.email), "info")
     return redirect(url_for("admin.group", group_id=group.id), 303)
+
+
+def _payout_change_or_404(group: AidGroup, change_id: int) -> PayoutChange:
+    change = db.session.get(PayoutChange, change_id, with_for_update=True)
+    if change is None or change.aid_group_id != group.id:
+        abort(404)
+    return change
+
+
+@bp.post("/groups/<int:group_id>/payout/<int:change_id>/confirm")
+@organizer_only
+def confirm_payout_change(group_id: int, change_id: int):
+    """Put a partner's requested payout details in use (audited)."""
+    group = _group_or_404(group_id, for_update=True)
+    change = _payout_change_or_404(group, change_id)
+    return _decide(
+        group,
+        lambda: partners.confirm_payout_change(
+            group, change, actor=current_user._get_current_object()
+        ),
+        _("The new payout details of %(group)s are in use.", group=group.name),
+    )
+
+
+@bp.post("/groups/<int:group_id>/payout/<int:change_id>/reject")
+@organizer_only
+def reject_payout_change(group_id: int, change_id: int):
+    """Refuse a partner's requested payout details, with a reason the partner sees."""
+    group = _group_or_404(group_id, for_update=True)
+    change = _payout_change_or_404(group, change_id)
+    form = ReasonForm(prefix="payout")
+    if not form.validate_on_submit():
+        return _review_page(group, 400, payout_reject_form=form)
+    return _decide(
+        group,
+        lambda: partners.reject_payout_change(
+            group, change, form.reason.data, actor=current_user._get_current_object()
+        ),
+        _("The payout change is refused; the details in use stay as they were."),
+    )
