@@ -41,7 +41,7 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -348,18 +348,33 @@ def run(app: Flask) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
     scheduler = build_scheduler(app)
 
+    requested = False
+
+    def shut_down() -> None:
+        log.info("scheduler: stopping; running jobs finish their current batch")
+        _stopping.set()
+        for _ in range(100):  # a signal that came just before start(): wait for it to run
+            if scheduler.state != STATE_STOPPED:
+                break
+            time.sleep(0.05)
+        scheduler.shutdown(wait=False)
+
     def stop(_signum: int, _frame: Any) -> None:
         # Ctrl-C under `make run` reaches us twice (SIGINT to the terminal's process group,
         # then SIGTERM from the stack): the second changes nothing. SIGKILL stops at once.
-        if _stopping.is_set():
+        nonlocal requested
+        if requested:
             return
+        requested = True
         # From now on a second signal is ignored at the OS level too: Python restores the
         # default (fatal) SIGTERM while it finalizes, and a late one would kill the exit.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        log.info("scheduler: stopping; running jobs finish their current batch")
-        _stopping.set()
-        scheduler.shutdown(wait=False)
+        # The handler runs in the main thread wherever it was interrupted, possibly holding
+        # the lock of the scheduler's own wake-up Event or of the log's stream: setting that
+        # Event or logging from here can deadlock (a scheduler that never stopped, seen once
+        # in CI). Another thread does it as soon as the main thread lets go.
+        threading.Thread(target=shut_down, name="scheduler-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
