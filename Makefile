@@ -34,7 +34,7 @@ test-fast: $(DEPS) translations-compile
 test-slow: $(DEPS) browser translations-compile
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-## browser: Debian's chromium for the browser tests (installed when missing and possible)
+## browser: Debian's chromium and axe-core for the browser tests (installed when missing)
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -43,6 +43,14 @@ browser:
 	  else \
 	    echo "the browser tests need Debian's chromium: sudo apt-get install chromium"; \
 	  fi; \
+	fi
+	@if [ ! -f node_modules/axe-core/axe.min.js ]; then \
+	  if ! command -v npm >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's npm for the accessibility checker"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	  fi; \
+	  echo "installing axe-core (package-lock.json) for the accessibility checks"; \
+	  npm ci --no-audit --no-fund --loglevel=error; \
 	fi
 
 db: $(DEPS)

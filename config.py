@@ -84,6 +84,10 @@ class Config:
 
     # Languages offered; the catalogs live in translations/.
     LANGUAGES = ["en", "ar", "fr", "es", "pt"]
+    # How long the language a person chose is remembered (a cookie holding only its code).
+    LANGUAGE_COOKIE_DAYS = 365
+    # Which sites may frame the live counter at /embed/<slug> (a CSP frame-ancestors list).
+    EMBED_FRAME_ANCESTORS = os.environ.get("EMBED_FRAME_ANCESTORS", "*")
     BABEL_DEFAULT_LOCALE = "en"
     BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "translations")
 

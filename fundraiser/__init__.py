@@ -83,10 +83,11 @@ def register_login(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per audience."""
-    from .views import admin, api, auth, groups, partner, public, subscriptions, webhooks
+    from .views import admin, api, auth, embed, groups, partner, public, subscriptions, webhooks
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(embed.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
@@ -103,6 +104,7 @@ def register_request_hooks(app: Flask) -> None:
     """Write intent for state-changing requests, and security headers on every response."""
     from . import outbox
     from .access import refuse_undeclared
+    from .i18n import remember_language
     from .security import apply_security_headers
 
     app.before_request(refuse_undeclared)
@@ -119,6 +121,7 @@ def register_request_hooks(app: Flask) -> None:
             database._write_intent.reset(token)
 
     app.after_request(apply_security_headers)
+    app.after_request(remember_language)
 
     @app.teardown_appcontext
     def _send_queued_mail(_exc: BaseException | None) -> None:

@@ -17,6 +17,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
+from flask import current_app
 from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -166,6 +167,7 @@ EDITABLE_FIELDS = (
     "suggested_amounts",
     "extra_currencies",
     "description",
+    "locale",
 )
 # When a day runs: fixed once it has opened, since gifts were taken on that promise.
 WHEN_FIELDS = ("local_date", "timezone")
@@ -193,6 +195,8 @@ class FastDayFields:
     description: str = ""
     # Other currencies donors may give in; each one's money stands alone (never converted).
     extra_currencies: tuple[str, ...] | list[str] = ()
+    # The language its pages fall back to when a visitor's browser asks for none of ours.
+    locale: str = "en"
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,8 @@ def _validated(fields: FastDayFields, day: FastDay | None = None) -> FastDayFiel
             _l("Keep the description under %(n)s characters.", n=DESCRIPTION_MAX), "description"
         )
     extra = _validated_extra_currencies(fields.extra_currencies, currency)
+    if fields.locale not in current_app.config["LANGUAGES"]:
+        raise FastDayError(_l("Choose one of the app's languages."), "locale")
     return FastDayFields(
         title=title,
         slug=slug,
@@ -367,6 +373,7 @@ def _validated(fields: FastDayFields, day: FastDay | None = None) -> FastDayFiel
         suggested_amounts=amounts,
         description=description,
         extra_currencies=extra,
+        locale=fields.locale,
     )
 
 

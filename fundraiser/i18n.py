@@ -3,30 +3,77 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from urllib.parse import urlencode
 
 from babel.dates import format_date as babel_format_date
-from flask import Flask, current_app, has_request_context, request, session
+from flask import Flask, current_app, g, has_request_context, request
+from flask.wrappers import Response
 from flask_babel import format_datetime, format_timedelta, get_locale
+from sqlalchemy import select
 
+from .extensions import db
+from .models import FastDay
 from .money import format_amount
+
+# Each language named in itself, for the switcher: a reader who cannot read the page's
+# current language must still find their own.
+LANGUAGE_NAMES = {
+    "en": "English",
+    "ar": "العربية",
+    "fr": "Français",
+    "es": "Español",
+    "pt": "Português",
+}
+LANGUAGE_COOKIE = "lang"
 
 
 def select_locale() -> str:
-    """The person's choice (remembered), then the browser's Accept-Language, then English."""
+    """The person's choice (?lang=, then remembered), then Accept-Language, then the day's."""
     languages = current_app.config["LANGUAGES"]
+    default = current_app.config["BABEL_DEFAULT_LOCALE"]
     if not has_request_context():
         # Commands and the scheduler: e-mails pass their reader's locale with force_locale.
-        return current_app.config["BABEL_DEFAULT_LOCALE"]
+        return default
     chosen = request.args.get("lang")
     if chosen in languages:
-        session["lang"] = chosen
+        if request.cookies.get(LANGUAGE_COOKIE) != chosen:
+            g.remember_language = chosen  # written as a cookie on the way out
         return chosen
-    remembered = session.get("lang")
+    remembered = request.cookies.get(LANGUAGE_COOKIE)
     if remembered in languages:
         return remembered
-    return (
-        request.accept_languages.best_match(languages) or current_app.config["BABEL_DEFAULT_LOCALE"]
-    )
+    return request.accept_languages.best_match(languages) or _fast_day_language() or default
+
+
+def _fast_day_language() -> str | None:
+    """The default language of the fast day this page is about, if it is about one."""
+    slug = (request.view_args or {}).get("slug")
+    if not slug:
+        return None
+    language = db.session.scalar(select(FastDay.locale).where(FastDay.slug == slug))
+    return language if language in current_app.config["LANGUAGES"] else None
+
+
+def remember_language(response: Response) -> Response:
+    """Keep a language chosen with ?lang= for a year (a cookie holding only its code)."""
+    chosen = g.pop("remember_language", None)
+    if chosen:
+        response.set_cookie(
+            LANGUAGE_COOKIE,
+            chosen,
+            max_age=current_app.config["LANGUAGE_COOKIE_DAYS"] * 86400,
+            samesite="Lax",
+            secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
+            httponly=True,
+        )
+    return response
+
+
+def switch_language_url(code: str) -> str:
+    """This page again, in another language: the same path and query with ?lang= set."""
+    args = request.args.to_dict(flat=False)
+    args["lang"] = [code]
+    return f"{request.path}?{urlencode(args, doseq=True)}"
 
 
 def select_timezone() -> str | None:
@@ -63,6 +110,8 @@ def register_filters(app: Flask) -> None:
         money=money,
         text_direction=text_direction,
         get_locale=get_locale,
+        language_names=LANGUAGE_NAMES,
+        switch_language_url=switch_language_url,
         format_datetime=format_datetime,
         format_timedelta=format_timedelta,
     )

@@ -35,6 +35,11 @@ def allow_stripe_js() -> None:
     g.allow_stripe_js = True
 
 
+def allow_framing() -> None:
+    """Let other sites frame this response (the embeddable counter, which sets its own CSP)."""
+    g.allow_framing = True
+
+
 def content_security_policy() -> str:
     """The CSP for this response: only our own origin, plus Stripe on the payment step."""
     directives: dict[str, list[str]] = {
@@ -61,7 +66,8 @@ def apply_security_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", content_security_policy())
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
-    response.headers["X-Frame-Options"] = "DENY"
+    if not g.get("allow_framing"):
+        response.headers["X-Frame-Options"] = "DENY"
     if current_app.config["ENV_NAME"] == "production":
         response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     return response

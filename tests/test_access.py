@@ -39,6 +39,7 @@ ANONYMOUS_ENDPOINTS = {
     # donors
     "public.index",
     "public.fast_day",
+    "embed.counter",  # the live counter coalition members frame on their sites
     "public.give",
     "public.pay",
     "public.new_setup",

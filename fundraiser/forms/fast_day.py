@@ -37,6 +37,7 @@ from ..fast_days import (
     is_valid_timezone,
     series_dates,
 )
+from ..i18n import LANGUAGE_NAMES
 from ..models import AidGroup, FastDay, FastDayStatus
 from ..money import STRIPE_CURRENCIES, MoneyError, format_plain, normalize_currency, parse_amount
 
@@ -97,6 +98,11 @@ class FastDayForm(FlaskForm):
     goal = StringField(_l("Goal"))
     suggested_amounts = StringField(_l("Suggested amounts"))
     extra_currencies = StringField(_l("Other currencies donors may give in"))
+    locale = SelectField(
+        _l("Language of its pages"),
+        choices=[SelectChoice(code, name) for code, name in LANGUAGE_NAMES.items()],
+        default="en",
+    )
     description = TextAreaField(
         _l("Description"),
         validators=[
@@ -131,6 +137,7 @@ class FastDayForm(FlaskForm):
                 ),
                 "extra_currencies": ", ".join(day.extra_currencies or []),
                 "description": day.description,
+                "locale": day.locale,
             },
             **kwargs,
         )
@@ -215,6 +222,7 @@ class FastDayForm(FlaskForm):
             suggested_amounts=self.suggested_minor,
             description=self.description.data or "",
             extra_currencies=self.extra_codes,
+            locale=self.locale.data or "",
         )
 
 

@@ -36,6 +36,8 @@ class FastDay(db.Model):
     # The time zone in which the day's date and times are shown to visitors by default.
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     currency: Mapped[str] = mapped_column(String(3))
+    # The language its pages fall back to when a visitor's browser asks for none of ours.
+    locale: Mapped[str] = mapped_column(String(10), default="en", server_default="en")
     goal_minor: Mapped[int] = mapped_column(default=0)
     # Suggested gift amounts in minor units of ``currency``, smallest first.
     suggested_amounts: Mapped[list[int]] = mapped_column(JSON, default=list)
