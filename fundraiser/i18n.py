@@ -25,6 +25,9 @@ LANGUAGE_NAMES = {
     "pt": "Português",
 }
 LANGUAGE_COOKIE = "lang"
+# Responses shared through caches and other sites' pages (the JSON API, the framed counter):
+# their language comes from the URL and Accept-Language only, and they set no cookie.
+SHARED_BLUEPRINTS = {"api", "embed"}
 
 
 def select_locale() -> str:
@@ -34,12 +37,13 @@ def select_locale() -> str:
     if not has_request_context():
         # Commands and the scheduler: e-mails pass their reader's locale with force_locale.
         return default
+    shared = request.blueprint in SHARED_BLUEPRINTS
     chosen = request.args.get("lang")
     if chosen in languages:
-        if request.cookies.get(LANGUAGE_COOKIE) != chosen:
+        if not shared and request.cookies.get(LANGUAGE_COOKIE) != chosen:
             g.remember_language = chosen  # written as a cookie on the way out
         return chosen
-    remembered = request.cookies.get(LANGUAGE_COOKIE)
+    remembered = None if shared else request.cookies.get(LANGUAGE_COOKIE)
     if remembered in languages:
         return remembered
     return request.accept_languages.best_match(languages) or _fast_day_language() or default

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from babel import Locale
-from babel.numbers import NumberFormatError, get_group_symbol, parse_decimal, parse_pattern
+from babel.numbers import (
+    NumberFormatError,
+    format_decimal,
+    get_group_symbol,
+    parse_decimal,
+    parse_pattern,
+)
 from flask_babel import lazy_gettext as _l
 
 # Stripe's presentment currencies (docs.stripe.com/currencies). Two-decimal unless listed below.
@@ -321,7 +327,7 @@ def parse_amount(
         raise MoneyError(
             _l(
                 "The most one gift can be is %(number)s %(code)s.",
-                number=f"{max_major_units:,}",
+                number=format_decimal(max_major_units, locale=locale),
                 code=code,
             )
         )

@@ -69,3 +69,28 @@ def test_unknown_fast_day_is_a_json_404(client):
     response = client.get("/api/v1/fast-days/nope/totals")
     assert response.status_code == 404
     assert response.get_json() == {"error": "not found"}
+
+
+def test_totals_carry_the_figures_as_a_counter_shows_them_in_the_readers_language(app, client):
+    with app.app_context():
+        day = make_fast_day(slug="d", goal_minor=2_000_000, currency="EUR")
+        gift = make_pledge(day, amount_minor=123_450, status=PledgeStatus.SUCCEEDED)
+        _gift(day, gift, 123_450, "ch_fr")
+        db.session.commit()
+
+    french = client.get("/api/v1/fast-days/d/totals?lang=fr").get_json()
+    assert french["raised_minor"] == 123_450  # the machine figures do not change
+    shown = french["display"]
+    assert (shown["locale"], shown["dir"], shown["status"]) == ("fr", "ltr", "en cours")
+    assert shown["by_currency"][0]["raised"] == "1\u202f234,50\xa0€"
+    assert shown["by_currency"][0]["donors"] == "1 donateur"
+    assert "20\u202f000,00\xa0€" in shown["by_currency"][0]["raised_of_goal"]
+
+    arabic = client.get(
+        "/api/v1/fast-days/d/totals", headers={"Accept-Language": "ar, en;q=0.5"}
+    ).get_json()["display"]
+    assert (arabic["locale"], arabic["dir"]) == ("ar", "rtl")
+    assert "€" in arabic["by_currency"][0]["raised"]
+    assert "donor" not in arabic["by_currency"][0]["donors"]
+    response = client.get("/api/v1/fast-days/d/totals")
+    assert "Accept-Language" in response.headers["Vary"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask_babel import get_locale
+from flask_babel import get_locale, lazy_ngettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -104,9 +104,10 @@ class GiveForm(FlaskForm):
             when.append(
                 SelectChoice(
                     WHOLE_SERIES,
-                    _l(
-                        "Charge me on this and every later fast day of the series (%(n)s more)",
-                        n=self.series_days,
+                    lazy_ngettext(
+                        "Charge me on this and the next fast day of the series (%(num)s more)",
+                        "Charge me on this and every later fast day of the series (%(num)s more)",
+                        self.series_days,
                     ),
                 )
             )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify
 from flask.wrappers import Response
+from flask_babel import get_locale, ngettext
+from flask_babel import gettext as _
 from sqlalchemy import select
 
+from .. import fast_days as days
 from .. import ledger
 from ..access import public
 from ..extensions import db
+from ..i18n import money, text_direction
 from ..models import FastDay, FastDayStatus
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -20,6 +24,8 @@ PUBLIC_STATUSES = (FastDayStatus.SCHEDULED, FastDayStatus.LIVE, FastDayStatus.CL
 def _open_and_cacheable(response: Response) -> Response:
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Access-Control-Allow-Methods"] = "GET"
+    # The same URL answers in the language asked for (?lang= or Accept-Language).
+    response.headers["Vary"] = "Accept-Language"
     if response.status_code == 200:
         response.headers["Cache-Control"] = "public, max-age=5"
     return response
@@ -90,7 +96,33 @@ def totals(slug: str):
             {"currency": currency, "pledges": count, "amount_minor": amount}
             for currency, (count, amount) in pledged.items()
         ],
+        display=_display(day, parts),
     )
+
+
+def _display(day: FastDay, parts: list[ledger.CurrencyLedger]) -> dict:
+    """The figures as a counter shows them, in the reader's language (?lang=, Accept-Language)."""
+    return {
+        "locale": str(get_locale()),
+        "dir": text_direction(),
+        "status": str(days.STATUS_LABELS[day.status]),
+        "by_currency": [
+            {
+                "currency": part.currency,
+                "raised": money(part.totals.raised_minor, part.currency),
+                "goal": money(part.totals.goal_minor, part.currency)
+                if part.totals.goal_minor
+                else None,
+                "raised_of_goal": _(
+                    "raised of %(goal)s goal", goal=money(part.totals.goal_minor, part.currency)
+                )
+                if part.totals.goal_minor
+                else _("raised"),
+                "donors": ngettext("%(num)s donor", "%(num)s donors", part.totals.donors),
+            }
+            for part in parts
+        ],
+    }
 
 
 def _groups(part: ledger.CurrencyLedger) -> list[dict]:

@@ -25,6 +25,7 @@ def _frameable(response: Response) -> Response:
     )
     if response.status_code == 200:
         response.headers["Cache-Control"] = "public, max-age=60"
+        response.headers["Vary"] = "Accept-Language"
     return response
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 
 from ... import campaigns
@@ -72,7 +73,9 @@ def send_time_text(message: CampaignMessage) -> str:
     else:
         when = str(event)
     return _(
-        "%(when)s at each subscriber's city (%(time)s local without a city)", when=when, time=clock
+        "%(when)s in each subscriber's city (%(time)s local time for those without a city)",
+        when=when,
+        time=clock,
     )
 
 
@@ -295,7 +298,11 @@ def message_cancel(day_id: int, message_id: int):
     stopped = campaigns.cancel(message, actor=_actor())
     db.session.commit()
     flash(
-        _("Cancelled. %(n)s queued copies will not be sent.", n=stopped)
+        ngettext(
+            "Cancelled. %(num)s queued copy will not be sent.",
+            "Cancelled. %(num)s queued copies will not be sent.",
+            stopped,
+        )
         if stopped
         else _("Cancelled. Nothing more will be sent."),
         "info",
