@@ -226,6 +226,57 @@ def _demo_disbursements(day: FastDay, bank_group: AidGroup, connect_group: AidGr
     ledger.record_disbursement(transfer)
 
 
+# Organizers give each day's title and description in the coalition's languages.
+DAY_TRANSLATIONS = {
+    "autumn-fast-2026": {
+        "ar": ("صيام الخريف من أجل غزة", "يومنا الخريفي للصيام والعطاء."),
+        "fr": ("Jeûne d'automne pour Gaza", "Notre journée d'automne de jeûne et de dons."),
+        "es": ("Ayuno de otoño por Gaza", "Nuestro día de ayuno y donación de otoño."),
+        "pt": ("Jejum de outono por Gaza", "Nosso dia de outono de jejum e doação."),
+    },
+    "winter-fast-2026": {
+        "ar": (
+            "صيام الشتاء من أجل غزة",
+            "صوموا من الفجر إلى الغروب مع أناس في أكثر من 120 بلدًا، "
+            "وتبرّعوا بما كانت ستكلّفه وجباتكم.",
+        ),
+        "fr": (
+            "Jeûne d'hiver pour Gaza",
+            "Jeûnez de l'aube au coucher du soleil avec des personnes de plus de 120 pays, "
+            "et donnez ce qu'auraient coûté vos repas.",
+        ),
+        "es": (
+            "Ayuno de invierno por Gaza",
+            "Ayune desde el alba hasta la puesta del sol con personas de más de 120 países "
+            "y done lo que habrían costado sus comidas.",
+        ),
+        "pt": (
+            "Jejum de inverno por Gaza",
+            "Jejue do amanhecer ao pôr do sol com pessoas de mais de 120 países "
+            "e doe o que suas refeições teriam custado.",
+        ),
+    },
+    "new-year-fast-2027": {
+        "ar": (
+            "صيام العام الجديد من أجل غزة",
+            "ابدؤوا العام صائمين معًا: تعهّدوا الآن وتبرّعوا في يوم الصيام.",
+        ),
+        "fr": (
+            "Jeûne du Nouvel An pour Gaza",
+            "Commencez l'année en jeûnant ensemble : promettez maintenant, donnez le jour même.",
+        ),
+        "es": (
+            "Ayuno de Año Nuevo por Gaza",
+            "Comience el año ayunando en comunidad: comprométase ahora y done el mismo día.",
+        ),
+        "pt": (
+            "Jejum de Ano-Novo por Gaza",
+            "Comece o ano jejuando juntos: prometa agora e doe no dia.",
+        ),
+    },
+}
+
+
 def _day(
     slug: str,
     title: str,
@@ -236,6 +287,7 @@ def _day(
     groups: list[AidGroup],
     description: str,
 ) -> FastDay:
+    titles = DAY_TRANSLATIONS.get(slug, {})
     day = FastDay(
         slug=slug,
         title=title,
@@ -246,6 +298,9 @@ def _day(
         suggested_amounts=[1000, 2500, 5000, 10000],
         status=status,
         description=description,
+        translations={
+            code: {"title": title, "description": text} for code, (title, text) in titles.items()
+        },
     )
     for position, group in enumerate(groups):
         day.split_rows.append(

@@ -12,7 +12,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
@@ -168,6 +168,7 @@ EDITABLE_FIELDS = (
     "extra_currencies",
     "description",
     "locale",
+    "translations",
 )
 # When a day runs: fixed once it has opened, since gifts were taken on that promise.
 WHEN_FIELDS = ("local_date", "timezone")
@@ -197,6 +198,8 @@ class FastDayFields:
     extra_currencies: tuple[str, ...] | list[str] = ()
     # The language its pages fall back to when a visitor's browser asks for none of ours.
     locale: str = "en"
+    # The title and description in other languages: {"ar": {"title": ..., "description": ...}}.
+    translations: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,7 @@ def _validated(fields: FastDayFields, day: FastDay | None = None) -> FastDayFiel
     extra = _validated_extra_currencies(fields.extra_currencies, currency)
     if fields.locale not in current_app.config["LANGUAGES"]:
         raise FastDayError(_l("Choose one of the app's languages."), "locale")
+    translations = _validated_translations(fields.translations, fields.locale)
     return FastDayFields(
         title=title,
         slug=slug,
@@ -374,7 +378,35 @@ def _validated(fields: FastDayFields, day: FastDay | None = None) -> FastDayFiel
         description=description,
         extra_currencies=extra,
         locale=fields.locale,
+        translations=translations,
     )
+
+
+def _validated_translations(
+    translations: dict[str, dict[str, str]], own: str
+) -> dict[str, dict[str, str]]:
+    """The title and description in other languages, trimmed; empty ones left out."""
+    clean: dict[str, dict[str, str]] = {}
+    for code, parts in (translations or {}).items():
+        if code not in current_app.config["LANGUAGES"] or code == own:
+            continue
+        title = " ".join((parts.get("title") or "").split())
+        description = (parts.get("description") or "").strip()
+        if len(title) > TITLE_MAX:
+            raise FastDayError(
+                _l("Keep the title under %(n)s characters.", n=TITLE_MAX), f"title_{code}"
+            )
+        if len(description) > DESCRIPTION_MAX:
+            raise FastDayError(
+                _l("Keep the description under %(n)s characters.", n=DESCRIPTION_MAX),
+                f"description_{code}",
+            )
+        kept = {
+            name: text for name, text in (("title", title), ("description", description)) if text
+        }
+        if kept:
+            clean[code] = kept
+    return clean
 
 
 def _validated_extra_currencies(codes: Sequence[str], own: str) -> list[str]:
@@ -423,6 +455,8 @@ def create_fast_day(
 def _current(day: FastDay, name: str) -> object:
     """A day's value of an editable field, with a missing list read as empty."""
     value = getattr(day, name)
+    if name == "translations":
+        return dict(value or {})
     return list(value or []) if name == "extra_currencies" else value
 
 

@@ -59,7 +59,7 @@ def queue_receipt(pledge: Pledge) -> None:
             # The token part keeps the key unique if a restored database reuses ids.
             key=f"receipt:{pledge.id}:{pledge.token[:12]}",
             to=pledge.email,
-            subject=_("Thank you for your gift to %(title)s", title=pledge.fast_day.title),
+            subject=_("Thank you for your gift to %(title)s", title=pledge.fast_day.shown_title),
             template="receipt",
             pledge=pledge,
             split=ledger.describe_split(pledge),
@@ -210,7 +210,7 @@ def queue_pledge_reminder(pledge: Pledge, charge_time: str, pledge_url: str) -> 
     return queue(
         key=f"pledge-reminder:{pledge.id}",
         to=pledge.email,
-        subject=_("Tomorrow: your gift to %(title)s", title=pledge.fast_day.title),
+        subject=_("Tomorrow: your gift to %(title)s", title=pledge.fast_day.shown_title),
         template="pledge_reminder",
         pledge=pledge,
         charge_time=charge_time,
@@ -223,7 +223,7 @@ def queue_pledge_action_needed(pledge: Pledge, pledge_url: str) -> bool:
     return queue(
         key=f"pledge-action:{pledge.id}:{pledge.charge_attempts}",
         to=pledge.email,
-        subject=_("Please confirm your gift to %(title)s", title=pledge.fast_day.title),
+        subject=_("Please confirm your gift to %(title)s", title=pledge.fast_day.shown_title),
         template="pledge_action_needed",
         pledge=pledge,
         pledge_url=pledge_url,
@@ -235,7 +235,9 @@ def queue_pledge_failed_retry(pledge: Pledge, retry_time: str, pledge_url: str) 
     return queue(
         key=f"pledge-failed:{pledge.id}:{pledge.charge_attempts}",
         to=pledge.email,
-        subject=_("Your gift to %(title)s did not go through yet", title=pledge.fast_day.title),
+        subject=_(
+            "Your gift to %(title)s did not go through yet", title=pledge.fast_day.shown_title
+        ),
         template="pledge_failed_retry",
         pledge=pledge,
         retry_time=retry_time,
@@ -248,7 +250,7 @@ def queue_pledge_failed_final(pledge: Pledge, pledge_url: str) -> bool:
     return queue(
         key=f"pledge-failed:{pledge.id}:{pledge.charge_attempts}",
         to=pledge.email,
-        subject=_("Your gift to %(title)s could not be charged", title=pledge.fast_day.title),
+        subject=_("Your gift to %(title)s could not be charged", title=pledge.fast_day.shown_title),
         template="pledge_failed_final",
         pledge=pledge,
         pledge_url=pledge_url,

@@ -416,7 +416,7 @@ def statement_lines(
             (
                 row.on.isoformat(),
                 row.kind,
-                safe_cell(day.title),
+                safe_cell(day.shown_title),
                 day.local_date.isoformat(),
                 format_plain(row.amount_minor, row.currency),
                 row.amount_minor,

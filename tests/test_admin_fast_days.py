@@ -454,3 +454,51 @@ def test_dashboard_link_only_when_the_console_has_one(app):
         assert link is not None and link.startswith("/admin/")
     else:
         assert link is None
+
+
+def test_a_day_titled_in_other_languages_shows_each_reader_their_own(app, client, organizer):
+    form = day_form(
+        title="Winter Fast",
+        description="Give the cost of your meals.",
+        locale="en",
+        title_ar="صيام الشتاء",
+        description_ar="تبرّعوا بثمن وجباتكم.",
+        title_fr="  Jeûne   d'hiver ",
+        title_en="Ignored: the title above is already in English",
+    )
+    created = post_form(client, "/admin/fast-days/new", form)
+    assert created.status_code == 303
+    day_id = int(re.search(r"/admin/fast-days/(\d+)$", created.headers["Location"]).group(1))
+    with app.app_context():
+        day = db.session.get(FastDay, day_id)
+        assert day.translations == {
+            "ar": {"title": "صيام الشتاء", "description": "تبرّعوا بثمن وجباتكم."},
+            "fr": {"title": "Jeûne d'hiver"},
+        }
+        day.status = FastDayStatus.SCHEDULED
+        slug = day.slug
+        db.session.commit()
+
+    def heading(lang: str) -> str:
+        page = client.get(f"/fast/{slug}?lang={lang}").get_data(as_text=True)
+        return re.search(r'<h1 id="day-title">(.*?)</h1>', page).group(1)
+
+    assert heading("ar") == "صيام الشتاء"
+    assert heading("fr") == "Jeûne d&#39;hiver"
+    assert heading("es") == "Winter Fast"  # none given in Spanish: the day's own title
+    arabic = client.get(f"/fast/{slug}?lang=ar").get_data(as_text=True)
+    assert "تبرّعوا بثمن وجباتكم." in arabic and "Give the cost of your meals." not in arabic
+    french = client.get(f"/fast/{slug}?lang=fr").get_data(as_text=True)
+    assert "Give the cost of your meals." in french  # no French description: the day's own
+
+    # The edit form shows them back; a title too long is refused beside its own field.
+    edit_page = client.get(f"/admin/fast-days/{day_id}/edit?lang=en").get_data(as_text=True)
+    assert 'value="صيام الشتاء"' in edit_page and "Title in Arabic" in edit_page
+    too_long = post_form(
+        client, f"/admin/fast-days/{day_id}/edit", {**form, "title_ar": "ص" * 201}
+    )
+    assert too_long.status_code == 400
+    html = too_long.get_data(as_text=True)
+    assert 'id="title_ar-error"' in html and "Keep the title under 200 characters." in html
+    with app.app_context():
+        assert db.session.get(FastDay, day_id).translations["ar"]["title"] == "صيام الشتاء"

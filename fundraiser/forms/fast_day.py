@@ -13,6 +13,7 @@ from datetime import date
 from babel.dates import get_day_names
 from flask import current_app
 from flask_babel import get_locale
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -40,6 +41,7 @@ from ..fast_days import (
 from ..i18n import LANGUAGE_NAMES
 from ..models import AidGroup, FastDay, FastDayStatus
 from ..money import STRIPE_CURRENCIES, MoneyError, format_plain, normalize_currency, parse_amount
+from .campaign import language_name
 
 # A fundraising goal can be far larger than one gift (a million yen is not much).
 GOAL_MAX_MAJOR_UNITS = 10**12
@@ -116,6 +118,12 @@ class FastDayForm(FlaskForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        for code in LANGUAGE_NAMES:
+            language = language_name(code)
+            self[f"title_{code}"].label.text = _("Title in %(language)s", language=language)
+            self[f"description_{code}"].label.text = _(
+                "Description in %(language)s", language=language
+            )
         self.currency.choices = [SelectChoice(code) for code in sorted(STRIPE_CURRENCIES)]
         self.goal_minor = 0
         self.suggested_minor: list[int] = []
@@ -138,6 +146,11 @@ class FastDayForm(FlaskForm):
                 "extra_currencies": ", ".join(day.extra_currencies or []),
                 "description": day.description,
                 "locale": day.locale,
+                **{
+                    f"{part}_{code}": text
+                    for code, parts in (day.translations or {}).items()
+                    for part, text in parts.items()
+                },
             },
             **kwargs,
         )
@@ -223,7 +236,28 @@ class FastDayForm(FlaskForm):
             description=self.description.data or "",
             extra_currencies=self.extra_codes,
             locale=self.locale.data or "",
+            translations={
+                code: {
+                    "title": self[f"title_{code}"].data or "",
+                    "description": self[f"description_{code}"].data or "",
+                }
+                for code in LANGUAGE_NAMES
+            },
         )
+
+    def translation_fields(self) -> list[tuple[str, StringField, TextAreaField]]:
+        """Per language: its name in the reader's language, its title and description fields."""
+        return [
+            (language_name(code), self[f"title_{code}"], self[f"description_{code}"])
+            for code in LANGUAGE_NAMES
+            if code != (self.locale.data or "en")  # the title above is in that one
+        ]
+
+
+# The title and description in each language, besides the day's own (checked by the domain).
+for _code in LANGUAGE_NAMES:
+    setattr(FastDayForm, f"title_{_code}", StringField(_l("Title")))
+    setattr(FastDayForm, f"description_{_code}", TextAreaField(_l("Description")))
 
 
 WEEKLY = "weekly"

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, CheckConstraint, Date, ForeignKey, String, Text, UniqueConstraint
+from flask_babel import get_locale
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -36,8 +46,13 @@ class FastDay(db.Model):
     # The time zone in which the day's date and times are shown to visitors by default.
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     currency: Mapped[str] = mapped_column(String(3))
-    # The language its pages fall back to when a visitor's browser asks for none of ours.
+    # The language its pages fall back to when a visitor's browser asks for none of ours,
+    # and the language of ``title`` and ``description``.
     locale: Mapped[str] = mapped_column(String(10), default="en", server_default="en")
+    # The title and description in other languages: {"ar": {"title": ..., "description": ...}}.
+    translations: Mapped[dict[str, dict[str, str]]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'")
+    )
     goal_minor: Mapped[int] = mapped_column(default=0)
     # Suggested gift amounts in minor units of ``currency``, smallest first.
     suggested_amounts: Mapped[list[int]] = mapped_column(JSON, default=list)
@@ -60,6 +75,22 @@ class FastDay(db.Model):
     split_versions: Mapped[list[SplitVersion]] = relationship(
         order_by="SplitVersion.number", cascade="all, delete-orphan"
     )
+
+    @property
+    def shown_title(self) -> str:
+        """The title in the reader's language when organizers wrote one, else the title."""
+        return self._in_readers_language("title") or self.title
+
+    @property
+    def shown_description(self) -> str:
+        """The description in the reader's language when organizers wrote one."""
+        return self._in_readers_language("description") or self.description
+
+    def _in_readers_language(self, part: str) -> str:
+        locale = get_locale()
+        if locale is None or locale.language == self.locale:
+            return ""
+        return (self.translations or {}).get(locale.language, {}).get(part, "")
 
     @property
     def allocations(self) -> list[FastDayGroup]:
