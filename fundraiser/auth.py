@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 from flask import current_app
+from flask_babel import lazy_gettext as _l
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -99,11 +100,11 @@ def create_user(
     """Create an account; without a password it can only be entered through an invitation."""
     email = email.strip().lower()
     if "@" not in email:
-        raise AccountError("Enter a valid e-mail address.")
+        raise AccountError(_l("Enter a valid e-mail address."))
     if find_by_email(email) is not None:
-        raise AccountError("An account with this e-mail already exists.")
+        raise AccountError(_l("An account with this e-mail already exists."))
     if role == Role.PARTNER and aid_group_id is None:
-        raise AccountError("A partner account belongs to an aid group.")
+        raise AccountError(_l("A partner account belongs to an aid group."))
     user = User(
         email=email,
         role=role,

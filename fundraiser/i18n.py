@@ -60,6 +60,9 @@ def _fast_day_language() -> str | None:
 
 def remember_language(response: Response) -> Response:
     """Keep a language chosen with ?lang= for a year (a cookie holding only its code)."""
+    if request.args.get("lang"):
+        # A redirect renders nothing, so the locale may not have been chosen yet.
+        select_locale()
     chosen = g.pop("remember_language", None)
     if chosen:
         response.set_cookie(

@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from flask import current_app, render_template
-from flask_babel import force_locale
+from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -69,19 +69,23 @@ def queue_receipt(pledge: Pledge) -> None:
 
 
 def queue_invitation(user: User, token: str) -> None:
-    """Queue an invitation to set a password, with its signed, expiring link."""
+    """Queue an invitation to set a password, with its signed, expiring link.
+
+    A partner's is in their group's language; an organizer's in the inviting organizer's.
+    """
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     days = current_app.config["INVITATION_MAX_AGE_SECONDS"] // 86400
     digest = hashlib.sha256(token.encode()).hexdigest()[:16]
-    queue(
-        key=f"invitation:{user.id}:{digest}",
-        to=user.email,
-        subject=_("You are invited to Fast for Gaza"),
-        template="invitation",
-        user=user,
-        link=f"{base}/invitation/{token}",
-        days=days,
-    )
+    with force_locale(user.aid_group.locale if user.aid_group else str(get_locale() or "en")):
+        queue(
+            key=f"invitation:{user.id}:{digest}",
+            to=user.email,
+            subject=_("You are invited to Fast for Gaza"),
+            template="invitation",
+            user=user,
+            link=f"{base}/invitation/{token}",
+            days=days,
+        )
 
 
 # --- Subscribers: the double opt-in confirmation, and a link to manage messages -------------
