@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from urllib.parse import urlencode
 
+from babel import Locale
 from babel.dates import format_date as babel_format_date
 from flask import Flask, current_app, g, has_request_context, request
 from flask.wrappers import Response
@@ -76,6 +77,13 @@ def remember_language(response: Response) -> Response:
     return response
 
 
+def language_name(code: str) -> str:
+    """A language's name in the reader's language ("French", "francés")."""
+    reader = get_locale() or Locale.parse("en")
+    name = Locale.parse(code).get_display_name(reader) or code
+    return name[:1].upper() + name[1:]
+
+
 def switch_language_url(code: str) -> str:
     """This page again, in another language: the same path and query with ?lang= set."""
     args = request.args.to_dict(flat=False)
@@ -118,6 +126,7 @@ def register_filters(app: Flask) -> None:
         text_direction=text_direction,
         get_locale=get_locale,
         language_names=LANGUAGE_NAMES,
+        language_name=language_name,
         switch_language_url=switch_language_url,
         format_datetime=format_datetime,
         format_timedelta=format_timedelta,

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from datetime import UTC, time
 from functools import lru_cache
 
-from babel import Locale
-from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -43,6 +41,7 @@ from ..campaigns import (
     SUBJECT_MAX,
     MessageFields,
 )
+from ..i18n import language_name
 from ..models import Audience, CampaignMessage, SendKind, SunEvent
 
 SEND_KIND_LABELS = {
@@ -51,13 +50,6 @@ SEND_KIND_LABELS = {
     SendKind.UTC_INSTANT: _l("One moment for everyone (UTC)"),
 }
 SUN_EVENT_LABELS = {SunEvent.SUNRISE: _l("Sunrise"), SunEvent.SUNSET: _l("Sunset")}
-
-
-def language_name(code: str) -> str:
-    """A language's name in the reader's language ("French", "francés")."""
-    reader = get_locale() or Locale.parse("en")
-    name = Locale.parse(code).get_display_name(reader) or code
-    return name[:1].upper() + name[1:]
 
 
 class MessageForm(FlaskForm):

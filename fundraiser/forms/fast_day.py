@@ -38,10 +38,9 @@ from ..fast_days import (
     is_valid_timezone,
     series_dates,
 )
-from ..i18n import LANGUAGE_NAMES
+from ..i18n import LANGUAGE_NAMES, language_name
 from ..models import AidGroup, FastDay, FastDayStatus
 from ..money import STRIPE_CURRENCIES, MoneyError, format_plain, normalize_currency, parse_amount
-from .campaign import language_name
 
 # A fundraising goal can be far larger than one gift (a million yen is not much).
 GOAL_MAX_MAJOR_UNITS = 10**12

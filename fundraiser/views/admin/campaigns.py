@@ -21,9 +21,9 @@ from ...forms.campaign import (
     ActionForm,
     MessageForm,
     TestSendForm,
-    language_name,
     message_form_class,
 )
+from ...i18n import language_name
 from ...models import CampaignMessage, CampaignStatus, FastDay, SendKind
 from . import bp
 from .fast_days import utc_text
