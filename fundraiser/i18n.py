@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from babel import Locale
 from babel.dates import format_date as babel_format_date
+from babel.numbers import get_currency_symbol
 from flask import Flask, current_app, g, has_request_context, request
 from flask.wrappers import Response
 from flask_babel import format_datetime, format_timedelta, get_locale
@@ -103,7 +104,19 @@ def text_direction() -> str:
 
 def money(amount_minor: int, currency: str) -> str:
     """Format minor units for the current reader's locale."""
-    return format_amount(amount_minor, currency, get_locale() or "en")
+    locale = get_locale() or Locale("en")
+    text = format_amount(amount_minor, currency, locale)
+    if text_direction() == "rtl":
+        # In right-to-left text the bidi algorithm sends a symbol's trailing "$" or "¥" to
+        # the far side of its letters ("US$" shows as "$US"); a left-to-right mark after
+        # the symbol keeps it in one piece. A right-to-left mark at the end (CLDR puts one
+        # at the start) stops the symbol's Latin letters from pulling what follows the
+        # amount ("· 5%") into their left-to-right run.
+        symbol = get_currency_symbol(currency.upper(), locale)
+        if any(c.isascii() and c.isalpha() for c in symbol):
+            text = text.replace(symbol, symbol + "\u200e")
+        text += "\u200f"
+    return text
 
 
 def long_date(value: date) -> str:

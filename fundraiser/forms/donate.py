@@ -17,8 +17,9 @@ from wtforms import (
 )
 from wtforms.validators import Email, InputRequired, Length, Optional, ValidationError
 
+from ..i18n import money
 from ..models import FastDay
-from ..money import MoneyError, format_amount, format_plain, parse_amount
+from ..money import MoneyError, format_plain, parse_amount
 
 OTHER = "other"
 ALL_GROUPS = "all"
@@ -83,9 +84,9 @@ class GiveForm(FlaskForm):
         super().__init__(*args, **kwargs)
         self.fast_day = fast_day
         self.max_major_units = max_major_units
-        locale = get_locale() or "en"
+        # money() as on the rest of the page, so the chips read right in right-to-left text too.
         self.amount.choices = [
-            SelectChoice(str(minor), format_amount(minor, fast_day.currency, locale))
+            SelectChoice(str(minor), money(minor, fast_day.currency))
             for minor in fast_day.suggested_amounts
         ] + [SelectChoice(OTHER, _l("Other amount"))]
         self.currency.choices = [SelectChoice(code, code) for code in fast_day.accepted_currencies]
