@@ -494,9 +494,7 @@ def test_a_day_titled_in_other_languages_shows_each_reader_their_own(app, client
     # The edit form shows them back; a title too long is refused beside its own field.
     edit_page = client.get(f"/admin/fast-days/{day_id}/edit?lang=en").get_data(as_text=True)
     assert 'value="صيام الشتاء"' in edit_page and "Title in Arabic" in edit_page
-    too_long = post_form(
-        client, f"/admin/fast-days/{day_id}/edit", {**form, "title_ar": "ص" * 201}
-    )
+    too_long = post_form(client, f"/admin/fast-days/{day_id}/edit", {**form, "title_ar": "ص" * 201})
     assert too_long.status_code == 400
     html = too_long.get_data(as_text=True)
     assert 'id="title_ar-error"' in html and "Keep the title under 200 characters." in html
