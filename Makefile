@@ -76,7 +76,7 @@ translations-update: translations-extract
 
 translations-compile: $(DEPS)
 	@if ls translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
-	  $(VENV)/bin/pybabel compile -q -d translations; fi
+	  $(VENV)/bin/pybabel -q compile -d translations; fi
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache
