@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
 FLASK := $(PY) -m flask --app wsgi
 
-.PHONY: run test test-fast test-slow install db demo-data browser lint fmt \
+.PHONY: run test test-fast test-slow install db demo-data browser lint fmt bench bench-quick \
         translations-extract translations-update translations-compile clean
 
 $(PY):
@@ -52,6 +52,13 @@ browser:
 	  echo "installing axe-core (package-lock.json) for the accessibility checks"; \
 	  npm ci --no-audit --no-fund --loglevel=error; \
 	fi
+
+## bench: every benchmark against its floor (under 15 minutes); bench-quick: smaller, for CI
+bench: $(DEPS)
+	$(PY) -m bench.run
+
+bench-quick: $(DEPS)
+	$(PY) -m bench.run --quick
 
 db: $(DEPS)
 	$(FLASK) db upgrade

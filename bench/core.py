@@ -1,0 +1,163 @@
+"""What every benchmark shares: results and their BENCH lines, scale, servers and load.
+
+A benchmark is a function ``(ctx: Context) -> list[Result]`` listed in a ``bench_*.py``
+module's ``BENCHMARKS``. Figures that depend on the machine's speed are ratios against a
+floor measured in the same run under the same server settings; absolute figures go in
+``Result.detail`` for reading, never into pass/fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Result:
+    """One benchmark's figure against its goal."""
+
+    name: str
+    value: float
+    unit: str
+    op: str  # "<=" or ">="
+    target: float
+    detail: str = ""  # absolute figures and what the floor was, for people to read
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Whether the figure meets its goal."""
+        return self.value <= self.target if self.op == "<=" else self.value >= self.target
+
+    def line(self) -> str:
+        """The machine-readable line: ``BENCH <name> <value> <unit> goal <op> <target> PASS``."""
+        verdict = "PASS" if self.passed else "FAIL"
+        return f"BENCH {self.name} {_num(self.value)} {self.unit} goal {self.op} {_num(self.target)} {verdict}"
+
+    def as_json(self) -> dict:
+        """The result as bench/results.json holds it."""
+        return {**asdict(self), "passed": self.passed}
+
+
+def _num(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+
+
+@dataclass
+class Context:
+    """What a benchmark run knows: quick or full, and where it may write."""
+
+    quick: bool
+    workdir: Path
+    pg_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+    def scale(self, full: int, quick: int) -> int:
+        """A size for this run: ``full`` under `make bench`, ``quick`` under `make bench-quick`."""
+        return quick if self.quick else full
+
+    def sqlite_url(self, name: str) -> str:
+        """A fresh SQLite database file in the run's work directory."""
+        return f"sqlite:///{self.workdir / name}.db"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    """Wait until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def app_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of an app process for a benchmark: its database, quiet logs."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "bench-" + "x" * 40,
+        "FUNDRAISER_ENV": "development",
+        **extra,
+    }
+    return env
+
+
+@contextlib.contextmanager
+def gunicorn(
+    app: str, env: dict[str, str], *, workers: int = 2, threads: int = 1, log: Path | None = None
+) -> Iterator[str]:
+    """Serve ``app`` (a WSGI path like ``wsgi:app``) under gunicorn; yields its base URL."""
+    port = free_port()
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=out,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log:
+            out.close()
+
+
+def write_results(results: list[Result], path: Path) -> None:
+    """Write every result to ``path`` as JSON."""
+    path.write_text(json.dumps([r.as_json() for r in results], indent=2) + "\n")
+
+
+def load(spec: dict, workdir: Path) -> dict:
+    """Run bench.load in its own process with ``spec``; return what it measured."""
+    path = workdir / f"load-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(spec))
+    out = subprocess.run(
+        [PYTHON, "-m", "bench.load", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=float(spec.get("max_seconds", 300)) + 120,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
