@@ -24,6 +24,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(campaigns_commands)
     app.cli.add_command(scheduler_commands)
     app.cli.add_command(pledges_commands)
+    app.cli.add_command(bench_data_command)
 
     @app.cli.command("demo-data")
     @click.option("--force", is_flag=True, help="Load even if the database already has fast days.")
@@ -38,6 +39,49 @@ def register(app: Flask) -> None:
             demo.load()
             db.session.commit()
         click.echo("demo data: loaded three fast days, six groups and two logins")
+
+
+@click.command("bench-data")
+@click.option("--gifts", type=click.IntRange(min=0), required=True, help="Succeeded gifts.")
+@click.option("--groups", type=click.IntRange(min=1), required=True, help="Aid groups funded.")
+@click.option("--subscribers", type=click.IntRange(min=0), default=0, help="Confirmed subscribers.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same data.")
+@click.option("--slug", default="bench-day", show_default=True, help="The fast day's slug.")
+@with_appcontext
+def bench_data_command(gifts: int, groups: int, subscribers: int, seed: int, slug: str) -> None:
+    """Load a live fast day with many gifts, their ledger rows and subscribers, in bulk.
+
+    Prints the day's slug on stdout; the progress bar and a summary go to stderr.
+    """
+    import sys
+    import time
+
+    from . import bench_data
+
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("bench data is for development only")
+    started = time.perf_counter()
+    with click.progressbar(
+        length=gifts + subscribers, label="bench-data", file=sys.stderr, show_pos=True
+    ) as bar:
+        try:
+            report = bench_data.load(
+                gifts=gifts,
+                groups=groups,
+                subscribers=subscribers,
+                seed=seed,
+                slug=slug,
+                progress=bar.update,
+            )
+        except bench_data.BenchDataError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"bench-data: {report.gifts} gifts ({report.refunds} refunded), {report.ledger_rows} "
+        f"ledger rows, {report.groups} groups, {report.subscribers} subscribers "
+        f"in {time.perf_counter() - started:.1f} s",
+        err=True,
+    )
+    click.echo(report.slug)
 
 
 users = AppGroup("users", help="Manage organizer and partner accounts.")
