@@ -35,11 +35,15 @@ class Result:
     target: float
     detail: str = ""  # absolute figures and what the floor was, for people to read
     extra: dict = field(default_factory=dict)
+    # False when a condition beside the figure failed (a 5xx, a mail sent twice, a wrong sum):
+    # the result FAILs whatever its value, and ``detail`` says why.
+    ok: bool = True
 
     @property
     def passed(self) -> bool:
-        """Whether the figure meets its goal."""
-        return self.value <= self.target if self.op == "<=" else self.value >= self.target
+        """Whether the figure meets its goal (and every condition beside it held)."""
+        meets = self.value <= self.target if self.op == "<=" else self.value >= self.target
+        return self.ok and meets
 
     def line(self) -> str:
         """The machine-readable line: ``BENCH <name> <value> <unit> goal <op> <target> PASS``."""
