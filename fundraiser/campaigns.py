@@ -527,10 +527,17 @@ def _links(subscriber: Subscriber) -> tuple[str, str]:
     return subscriptions.unsubscribe_url(subscriber), subscriptions.preferences_url(subscriber)
 
 
-def _unsubscribe_headers(subscriber: Subscriber) -> dict[str, str]:
+def _links_and_headers(subscriber: Subscriber) -> tuple[str, str, dict[str, str]]:
+    """A copy's unsubscribe and preferences links, and its List-Unsubscribe headers.
+
+    The footer's unsubscribe link is the header's own: each link is signed once per copy
+    (signing is most of the cost of queuing a large audience), and both always agree.
+    """
     from . import subscriptions
 
-    return dict(subscriptions.list_unsubscribe_headers(subscriber))
+    headers = dict(subscriptions.list_unsubscribe_headers(subscriber))
+    unsubscribe = headers["List-Unsubscribe"].removeprefix("<").removesuffix(">")
+    return unsubscribe, subscriptions.preferences_url(subscriber), headers
 
 
 def send_test(message: CampaignMessage, locale: str, to_email: str) -> bool:
@@ -767,7 +774,8 @@ def _copies(
         at = instants[subscriber.id]
         expires = at + keep_for
         late = expires < now
-        rendered = personalizer.copy_for(subscriber.locale, *_links(subscriber))
+        unsubscribe, preferences, headers = _links_and_headers(subscriber)
+        rendered = personalizer.copy_for(subscriber.locale, unsubscribe, preferences)
         copies.append(
             outbox.Outgoing(
                 key=copy_key(message.id, subscriber.id),
@@ -776,7 +784,7 @@ def _copies(
                 subject=rendered.subject,
                 text_body=rendered.text,
                 html_body=rendered.html,
-                headers=_unsubscribe_headers(subscriber),
+                headers=headers,
                 due_at=at,
                 expires_at=expires,
                 campaign_message_id=message.id,

@@ -138,20 +138,20 @@ def enqueue_many(messages: Iterable[Outgoing], *, kick: bool = True) -> int:
     rows = sorted((m.row(now) for m in messages), key=lambda r: r["key"])
     if not rows:
         return 0
-    insert = _dialect().insert
-    added = 0
-    for start in range(0, len(rows), 500):
-        statement = (
-            insert(OutboxMessage)
-            .values(rows[start : start + 500])
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(OutboxMessage.id)
-        )
-        ids = list(db.session.execute(statement).scalars())
-        added += len(ids)
-        if kick:
-            db.session.info.setdefault(_KICK_KEY, []).extend(ids)
-    return added
+    # One statement for any number of rows, given the rows as executemany parameters:
+    # SQLAlchemy sends them as multi-row INSERTs ("insertmanyvalues") from one compiled
+    # statement, instead of compiling a new 500-row VALUES clause per chunk (most of the
+    # time of a large campaign's enqueue). Keys already queued return no id.
+    statement = (
+        _dialect()
+        .insert(_TABLE)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(_TABLE.c.id)
+    )
+    ids = list(db.session.execute(statement, rows).scalars())
+    if kick and ids:
+        db.session.info.setdefault(_KICK_KEY, []).extend(ids)
+    return len(ids)
 
 
 def enqueue(message: Outgoing, *, kick: bool = True) -> bool:
