@@ -83,11 +83,23 @@ def register_login(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per audience."""
-    from .views import admin, api, auth, embed, groups, partner, public, subscriptions, webhooks
+    from .views import (
+        admin,
+        api,
+        auth,
+        embed,
+        groups,
+        health,
+        partner,
+        public,
+        subscriptions,
+        webhooks,
+    )
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(embed.bp)
+    app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)

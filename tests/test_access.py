@@ -40,6 +40,7 @@ ANONYMOUS_ENDPOINTS = {
     "public.index",
     "public.fast_day",
     "embed.counter",  # the live counter coalition members frame on their sites
+    "health.healthz",  # the load balancer's check
     "public.give",
     "public.pay",
     "public.new_setup",
