@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text
 
+from . import demo
 from .database import writing
 from .extensions import db
 from .models import (
@@ -77,25 +78,9 @@ _AMOUNT_WEIGHTS = list(itertools.accumulate(weight for _, weight in AMOUNTS))
 LANGUAGES = ("en", "ar", "fr", "es", "pt")
 _DONOR_LANGUAGE_WEIGHTS = list(itertools.accumulate((50, 20, 12, 10, 8)))
 
+# The demo's donors' names, and more of them.
 FIRST_NAMES = (
-    "Amal",
-    "Sami",
-    "Lina",
-    "Omar",
-    "Noor",
-    "Karim",
-    "Maya",
-    "Yusuf",
-    "Rania",
-    "Tariq",
-    "Sofia",
-    "Jonas",
-    "Aiko",
-    "Chidi",
-    "Ines",
-    "Mateo",
-    "Priya",
-    "Hana",
+    *demo.FIRST_NAMES,
     "Layla",
     "Ahmad",
     "Fatima",
