@@ -97,9 +97,17 @@ def select_timezone() -> str | None:
     return None
 
 
+RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
+
+
+def direction_of(locale: object) -> str:
+    """'rtl' for a right-to-left language (a code or a Locale), else 'ltr'."""
+    return "rtl" if str(locale).split("_")[0] in RTL_LANGUAGES else "ltr"
+
+
 def text_direction() -> str:
-    """'rtl' for right-to-left languages, else 'ltr'."""
-    return "rtl" if str(get_locale()).split("_")[0] in {"ar", "he", "fa", "ur"} else "ltr"
+    """'rtl' when the current reader's language is written right to left, else 'ltr'."""
+    return direction_of(get_locale())
 
 
 def money(amount_minor: int, currency: str) -> str:
@@ -137,6 +145,7 @@ def register_filters(app: Flask) -> None:
     app.jinja_env.globals.update(
         money=money,
         text_direction=text_direction,
+        direction_of=direction_of,
         get_locale=get_locale,
         language_names=LANGUAGE_NAMES,
         language_name=language_name,
