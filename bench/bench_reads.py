@@ -274,8 +274,9 @@ def split_1m_ms(ctx: Context) -> list[Result]:
             "<=",
             200,
             f"{big.gifts:,} gifts, {got['rows']:,} ledger rows, {GROUPS} groups, {exact};"
-            f" timed apart: the grouped ledger sum {got['sums_ms']:.0f} ms, the donor count"
-            f" {got['donors_ms']:.0f} ms (SQLite)",
+            f" read from the running totals (ledger_total), checked against the rows summed"
+            f" apart; timed apart: the grouped totals {got['sums_ms']:.1f} ms, the donor count"
+            f" {got['donors_ms']:.1f} ms (SQLite)",
             got,
             ok=not got["problems"],  # a wrong split fails, however fast
         )

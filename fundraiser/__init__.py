@@ -51,6 +51,9 @@ def register_logging(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     """Bind the unbound extensions to this app."""
+    # Imported for its flush hook: every ledger row moves its running total, whoever adds it.
+    from . import ledger_totals  # noqa: F401
+
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     csrf.init_app(app)

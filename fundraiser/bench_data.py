@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text
 
-from . import demo
+from . import demo, ledger_totals
 from .database import writing
 from .extensions import db
 from .models import (
@@ -746,6 +746,9 @@ def load(
                 with conn.begin():
                     _subscriber_chunk(conn, rng, slug, start, count, end, stamp)
                 step(count)
+        # The bulk inserts went around the ORM's flush hook: sum the day's running totals once.
+        ledger_totals.rebuild([day_id])
+        db.session.commit()
     return BenchReport(
         slug=slug,
         fast_day_id=day_id,

@@ -15,12 +15,14 @@ from sqlalchemy import and_, func, or_, select
 
 from .extensions import db
 from .models import (
+    DONORS,
     AidGroup,
     Disbursement,
     DisbursementStatus,
     EntryKind,
     FastDay,
     LedgerEntry,
+    LedgerTotal,
     Pledge,
     PledgeStatus,
 )
@@ -298,7 +300,13 @@ def held_currencies(fast_day: FastDay) -> set[str]:
     """The currencies the day has ledger rows in."""
     return set(
         db.session.scalars(
-            select(LedgerEntry.currency).where(LedgerEntry.fast_day_id == fast_day.id).distinct()
+            select(LedgerTotal.currency)
+            .where(
+                LedgerTotal.fast_day_id == fast_day.id,
+                LedgerTotal.kind != DONORS,
+                LedgerTotal.entries > 0,
+            )
+            .distinct()
         )
     )
 
@@ -310,18 +318,39 @@ def currencies(fast_day: FastDay) -> list[str]:
 
 
 def _kind_sums(fast_day: FastDay, currency: str) -> list[tuple[int | None, int | None, str, int]]:
-    """(group, split version, kind, sum) for one day in one currency, in one query."""
+    """(group, split version, kind, sum) for one day in one currency, from the running totals.
+
+    One small query whatever the number of gifts: ``ledger_totals`` keeps these sums in the
+    transaction that adds each row.
+    """
     rows = db.session.execute(
         select(
-            LedgerEntry.aid_group_id,
-            LedgerEntry.split_version,
-            LedgerEntry.kind,
-            func.sum(LedgerEntry.amount_minor),
+            LedgerTotal.aid_group_key,
+            LedgerTotal.split_version_key,
+            LedgerTotal.kind,
+            func.sum(LedgerTotal.total),
         )
-        .where(LedgerEntry.fast_day_id == fast_day.id, LedgerEntry.currency == currency)
-        .group_by(LedgerEntry.aid_group_id, LedgerEntry.split_version, LedgerEntry.kind)
+        .where(
+            LedgerTotal.fast_day_id == fast_day.id,
+            LedgerTotal.currency == currency,
+            LedgerTotal.kind != DONORS,
+        )
+        .group_by(LedgerTotal.aid_group_key, LedgerTotal.split_version_key, LedgerTotal.kind)
+        .having(func.sum(LedgerTotal.entries) > 0)
     ).all()
-    return [(g, v, k, int(t)) for g, v, k, t in rows]
+    return [(g or None, v or None, k, int(t)) for g, v, k, t in rows]
+
+
+def donor_count(fast_day: FastDay, currency: str) -> int:
+    """How many different donors gave to the day in one currency (succeeded gifts)."""
+    counted = db.session.scalar(
+        select(func.sum(LedgerTotal.total)).where(
+            LedgerTotal.fast_day_id == fast_day.id,
+            LedgerTotal.currency == currency,
+            LedgerTotal.kind == DONORS,
+        )
+    )
+    return int(counted or 0)
 
 
 def day_totals(fast_day: FastDay, currency: str | None = None) -> DayTotals:
@@ -338,18 +367,12 @@ def _totals(
     for _group, _version, kind, total in sums:
         by_kind[EntryKind(kind)] += total
     flows = _flows(currency, by_kind)
-    donors = db.session.scalar(
-        select(func.count(func.distinct(Pledge.email))).where(
-            Pledge.fast_day_id == fast_day.id,
-            Pledge.currency == currency,
-            Pledge.status == PledgeStatus.SUCCEEDED,
-        )
-    )
+    donors = donor_count(fast_day, currency)
     return DayTotals(
         currency=currency,
         raised_minor=flows.gifts_minor - flows.taken_back_minor,
         fees_minor=flows.fees_minor,
-        donors=int(donors or 0),
+        donors=donors,
         goal_minor=fast_day.goal_minor if currency == fast_day.currency else 0,
         flows=flows,
         disbursed_minor=-by_kind.get(EntryKind.DISBURSEMENT, 0),
@@ -500,12 +523,17 @@ def pledged_totals(fast_day: FastDay) -> dict[str, tuple[int, int]]:
     Scheduled pledges, and those whose charge waits for the donor's bank or for its retry.
     The ledger holds none of it until money moves; never add this to what was raised.
     """
-    still_expected = or_(
-        Pledge.status == PledgeStatus.SCHEDULED,
-        and_(
-            Pledge.charge_on_day.is_(True),
-            Pledge.status.in_((PledgeStatus.REQUIRES_ACTION, PledgeStatus.FAILED)),
-            Pledge.charge_attempts < 2,
+    waiting = (PledgeStatus.REQUIRES_ACTION, PledgeStatus.FAILED)
+    still_expected = and_(
+        # Implied by the rest; said first so the (day, status) index skips the day's gifts.
+        Pledge.status.in_((PledgeStatus.SCHEDULED, *waiting)),
+        or_(
+            Pledge.status == PledgeStatus.SCHEDULED,
+            and_(
+                Pledge.charge_on_day.is_(True),
+                Pledge.status.in_(waiting),
+                Pledge.charge_attempts < 2,
+            ),
         ),
     )
     rows = db.session.execute(

@@ -17,12 +17,14 @@ from sqlalchemy.orm import aliased
 from . import ledger
 from .extensions import db
 from .models import (
+    DONORS,
     Disbursement,
     DisbursementStatus,
     EntryKind,
     FastDay,
     FastDayGroup,
     LedgerEntry,
+    LedgerTotal,
     Pledge,
     PledgeStatus,
 )
@@ -410,6 +412,73 @@ def _balances() -> list[Violation]:
     return found
 
 
+def _running_totals() -> list[Violation]:
+    """The running totals the pages read equal the rows and succeeded pledges they stand for."""
+    t = LedgerTotal
+    row_key = (
+        E.fast_day_id,
+        E.currency,
+        func.coalesce(E.aid_group_id, 0),
+        func.coalesce(E.split_version, 0),
+        E.kind,
+    )
+    total_key = (t.fast_day_id, t.currency, t.aid_group_key, t.split_version_key, t.kind)
+    summed = {
+        tuple(key): (int(total), int(n))
+        for *key, total, n in db.session.execute(
+            select(*row_key, func.sum(E.amount_minor), func.count()).group_by(*row_key)
+        )
+    }
+    kept = {
+        tuple(key): (int(total), int(n))
+        for *key, total, n in db.session.execute(
+            select(*total_key, func.sum(t.total), func.sum(t.entries))
+            .where(t.kind != DONORS)
+            .group_by(*total_key)
+        )
+        if total or n
+    }
+    found = [
+        Violation(
+            "running_total",
+            f"day {day} {currency} {f'group {group}' if group else 'pool'} version {version}"
+            f" {kind}: the rows sum to {summed.get(key, (0, 0))[0]} in"
+            f" {summed.get(key, (0, 0))[1]} rows, the running total says"
+            f" {kept.get(key, (0, 0))[0]} in {kept.get(key, (0, 0))[1]}",
+        )
+        for key in sorted(set(summed) | set(kept), key=str)
+        if summed.get(key, (0, 0)) != kept.get(key, (0, 0))
+        for day, currency, group, version, kind in [key]
+    ]
+    donors = {
+        (day, currency): int(n)
+        for day, currency, n in db.session.execute(
+            select(Pledge.fast_day_id, Pledge.currency, func.count(func.distinct(Pledge.email)))
+            .where(Pledge.status == PledgeStatus.SUCCEEDED)
+            .group_by(Pledge.fast_day_id, Pledge.currency)
+        )
+    }
+    counted = {
+        (day, currency): int(n)
+        for day, currency, n in db.session.execute(
+            select(t.fast_day_id, t.currency, func.sum(t.total))
+            .where(t.kind == DONORS)
+            .group_by(t.fast_day_id, t.currency)
+        )
+        if n
+    }
+    found += [
+        Violation(
+            "running_total",
+            f"day {day} {currency}: {donors.get((day, currency), 0)} donors gave, the running"
+            f" count says {counted.get((day, currency), 0)}",
+        )
+        for day, currency in sorted(set(donors) | set(counted))
+        if donors.get((day, currency), 0) != counted.get((day, currency), 0)
+    ]
+    return found
+
+
 CHECKS: tuple[Callable[[], list[Violation]], ...] = (
     _signs,
     _fees_per_pledge,
@@ -423,6 +492,7 @@ CHECKS: tuple[Callable[[], list[Violation]], ...] = (
     _currencies,
     _split_versions,
     _balances,
+    _running_totals,
 )
 
 

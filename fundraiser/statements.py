@@ -34,6 +34,7 @@ from .models import (
     FastDayGroup,
     FastDayStatus,
     LedgerEntry,
+    LedgerTotal,
 )
 from .money import format_plain
 
@@ -136,7 +137,9 @@ def _is_empty(allocation: GroupAllocation) -> bool:
 def _days_for_group(group_id: int) -> list[FastDay]:
     """Public fast days that fund the group (any split version) or hold money for it."""
     in_split = select(FastDayGroup.fast_day_id).where(FastDayGroup.aid_group_id == group_id)
-    with_money = select(LedgerEntry.fast_day_id).where(LedgerEntry.aid_group_id == group_id)
+    with_money = select(LedgerTotal.fast_day_id).where(
+        LedgerTotal.aid_group_key == group_id, LedgerTotal.entries > 0
+    )
     day_ids = union(in_split, with_money).subquery()
     return list(
         db.session.scalars(

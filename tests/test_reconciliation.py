@@ -117,6 +117,7 @@ def test_a_ledger_that_matches_stripe_reconciles_clean(app, runner, gifts):
     assert "3 Stripe transaction(s), 3 ledger row(s)" in result.output
 
 
+@pytest.mark.ledger_invalid  # rows changed around the ledger: its running totals disagree
 def test_a_gift_missing_from_the_ledger_is_reported(app, runner, gifts):
     _first, second, _refund_id = gifts
     with app.app_context():
@@ -135,6 +136,7 @@ def test_a_gift_missing_from_the_ledger_is_reported(app, runner, gifts):
     assert "1 difference(s)" in result.output
 
 
+@pytest.mark.ledger_invalid  # rows changed around the ledger: its running totals disagree
 def test_a_tampered_amount_is_reported(app, runner, gifts):
     _first, second, _refund_id = gifts
     with app.app_context():
@@ -151,6 +153,7 @@ def test_a_tampered_amount_is_reported(app, runner, gifts):
     assert f"amount: gift {second.charge_id}: Stripe has 3000, the ledger 300 USD" in result.output
 
 
+@pytest.mark.ledger_invalid  # rows changed around the ledger: its running totals disagree
 def test_a_refund_missing_from_the_ledger_and_a_row_stripe_never_made_are_reported(
     app, runner, gifts
 ):
@@ -302,6 +305,7 @@ def test_fees_conversions_disputes_and_transfers_match_what_the_ledger_books(ctx
     assert (report.transactions, report.ignored, report.entries) == (4, 1, 7)
 
 
+@pytest.mark.ledger_invalid  # rows changed around the ledger: its running totals disagree
 def test_a_fee_booked_wrong_or_not_at_all_is_reported(ctx):
     book_ledger_side()
     db.session.execute(

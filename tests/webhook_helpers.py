@@ -15,6 +15,7 @@ from typing import Any
 import requests
 from sqlalchemy import delete, select
 
+from fundraiser import ledger_totals
 from fundraiser.extensions import db
 from fundraiser.models import LedgerEntry, OutboxMessage, Pledge, StripeEvent
 from fundraiser.payments import stripe_gateway as gateway
@@ -130,6 +131,8 @@ def restore_pledges(app, saved: dict[int, tuple]) -> None:
         for pledge in db.session.scalars(select(Pledge)):
             for column, value in zip(PLEDGE_COLUMNS, saved[pledge.id], strict=True):
                 setattr(pledge, column, value)
+        # The rows went around the ORM, so its running totals are summed again from what is left.
+        ledger_totals.rebuild()
         db.session.commit()
 
 

@@ -18,7 +18,7 @@ from .disbursement import (
 )
 from .fast_day import FastDay, FastDayGroup, FastDayStatus, SplitVersion
 from .job_run import JobRun
-from .ledger import EntryKind, LedgerEntry
+from .ledger import DONORS, TOTAL_SLOTS, DayDonor, EntryKind, LedgerEntry, LedgerTotal
 from .outbox import OutboxMessage, OutboxState, Suppression
 from .payout_change import PayoutChange, PayoutChangeStatus
 from .pledge import ALLOWED_TRANSITIONS, Pledge, PledgeStatus
@@ -29,6 +29,8 @@ from .user import Role, User
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "DONORS",
+    "TOTAL_SLOTS",
     "AidGroup",
     "AidGroupStatus",
     "Audience",
@@ -36,6 +38,7 @@ __all__ = [
     "CampaignMessage",
     "CampaignStatus",
     "CampaignText",
+    "DayDonor",
     "Disbursement",
     "DisbursementMethod",
     "DisbursementRun",
@@ -47,6 +50,7 @@ __all__ = [
     "FastDayStatus",
     "JobRun",
     "LedgerEntry",
+    "LedgerTotal",
     "OutboxMessage",
     "OutboxState",
     "PayoutChange",

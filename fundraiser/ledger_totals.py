@@ -1,0 +1,243 @@
+"""Running totals of the ledger, kept in the transaction that adds the rows they sum.
+
+The totals API, the home page, a partner's dashboard and the split all read a day's sums by
+group, split version and kind, and its count of distinct donors. Summing the ledger for each
+request costs more with every gift; these tables make it cost the same at a million.
+
+They are kept by a flush hook, not by the functions that write the ledger: every row added
+through the ORM (a webhook, a disbursement, the demo, a test) moves its total, in the same
+flush and so the same transaction, and a rolled-back gift rolls its total back with it.
+Core bulk inserts (``bench-data``) bypass the hook and call :func:`rebuild` afterwards.
+``flask ledger check`` compares the totals with the rows (see ``ledger_checks``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy import delete, event, func, insert, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, attributes
+
+from .extensions import db
+from .models import (
+    DONORS,
+    TOTAL_SLOTS,
+    DayDonor,
+    LedgerEntry,
+    LedgerTotal,
+    Pledge,
+    PledgeStatus,
+)
+
+# (fast day, currency, group or 0, split version or 0, kind, slot)
+TotalKey = tuple[int, str, int, int, str, int]
+# (fast day, currency, donor digest)
+DonorKey = tuple[int, str, str]
+
+TOTAL_KEY_COLUMNS = (
+    "fast_day_id",
+    "currency",
+    "aid_group_key",
+    "split_version_key",
+    "kind",
+    "slot",
+)
+DONOR_KEY_COLUMNS = ("fast_day_id", "currency", "donor_digest")
+
+
+def donor_digest(email: str) -> str:
+    """The key a donor is counted under: a digest of the address, never the address."""
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+def _entry_key(entry: LedgerEntry) -> TotalKey:
+    # Rows of one pledge share a slot; different pledges spread over TOTAL_SLOTS rows.
+    spread = entry.pledge_id or entry.disbursement_id or entry.id or 0
+    return (
+        entry.fast_day_id,
+        entry.currency,
+        entry.aid_group_id or 0,
+        entry.split_version or 0,
+        str(entry.kind),
+        spread % TOTAL_SLOTS,
+    )
+
+
+# What a pledge is counted under: changing any of these moves its donor from one count to another.
+DONOR_FIELDS = ("fast_day_id", "currency", "email", "status")
+
+
+def _before(pledge: Pledge, field: str) -> Any:
+    """A pledge's field as the database held it before this flush."""
+    history = attributes.get_history(pledge, field)
+    if history.deleted:
+        return history.deleted[0]
+    return history.unchanged[0] if history.unchanged else getattr(pledge, field)
+
+
+def _donor_key(day_id: int, currency: str, email: str) -> DonorKey:
+    return (day_id, currency, donor_digest(email))
+
+
+def _donor_changes(session: Session) -> dict[DonorKey, int]:
+    """+1 per pledge that became a succeeded gift in this flush, −1 per one that stopped being.
+
+    A succeeded pledge whose day, currency or address changes leaves one count for another.
+    """
+    changes: dict[DonorKey, int] = defaultdict(int)
+    succeeded = PledgeStatus.SUCCEEDED
+    for pledge in session.new:
+        if isinstance(pledge, Pledge) and pledge.status == succeeded:
+            changes[_donor_key(pledge.fast_day_id, pledge.currency, pledge.email)] += 1
+    for pledge in session.dirty:
+        if not isinstance(pledge, Pledge) or not any(
+            attributes.get_history(pledge, field).added for field in DONOR_FIELDS
+        ):
+            continue
+        if _before(pledge, "status") == succeeded:
+            was = [_before(pledge, field) for field in DONOR_FIELDS[:3]]
+            changes[_donor_key(*was)] -= 1
+        if pledge.status == succeeded:
+            changes[_donor_key(pledge.fast_day_id, pledge.currency, pledge.email)] += 1
+    for pledge in session.deleted:
+        if isinstance(pledge, Pledge) and _before(pledge, "status") == succeeded:
+            was = [_before(pledge, field) for field in DONOR_FIELDS[:3]]
+            changes[_donor_key(*was)] -= 1
+    return {key: delta for key, delta in changes.items() if delta}
+
+
+def _insert(connection: Connection, table: Any) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _add_to_total(connection: Connection, key: TotalKey, total: int, entries: int) -> None:
+    table = LedgerTotal.__table__
+    stmt = _insert(connection, table).values(
+        **dict(zip(TOTAL_KEY_COLUMNS, key, strict=True)), total=total, entries=entries
+    )
+    connection.execute(
+        stmt.on_conflict_do_update(
+            index_elements=TOTAL_KEY_COLUMNS,
+            set_={
+                "total": table.c.total + stmt.excluded.total,
+                "entries": table.c.entries + stmt.excluded.entries,
+            },
+        )
+    )
+
+
+def _count_donor(connection: Connection, key: DonorKey, delta: int) -> int:
+    """Move a donor's gift count; return how the day's donor count changes (−1, 0 or +1)."""
+    table = DayDonor.__table__
+    stmt = _insert(connection, table).values(
+        **dict(zip(DONOR_KEY_COLUMNS, key, strict=True)), gifts=delta
+    )
+    after = connection.execute(
+        stmt.on_conflict_do_update(
+            index_elements=DONOR_KEY_COLUMNS,
+            set_={"gifts": table.c.gifts + stmt.excluded.gifts},
+        ).returning(table.c.gifts)
+    ).scalar_one()
+    before = after - delta
+    if before <= 0 < after:
+        return 1
+    return -1 if after <= 0 < before else 0
+
+
+@event.listens_for(Session, "after_flush")
+def _keep_totals(session: Session, _context: Any) -> None:
+    """Move the running totals by what this flush added to the ledger and the pledges."""
+    sums: dict[TotalKey, list[int]] = defaultdict(lambda: [0, 0])
+    for entry in session.new:
+        if isinstance(entry, LedgerEntry):
+            moved = sums[_entry_key(entry)]
+            moved[0] += entry.amount_minor
+            moved[1] += 1
+    for entry in session.deleted:  # the ledger is append-only; only a test or a repair deletes
+        if isinstance(entry, LedgerEntry):
+            moved = sums[_entry_key(entry)]
+            moved[0] -= entry.amount_minor
+            moved[1] -= 1
+    donors = _donor_changes(session)
+    if not sums and not donors:
+        return
+    connection = session.connection()
+    # One order for every transaction (totals by key, then donors), so two gifts that meet
+    # on the same rows wait for each other instead of deadlocking.
+    for key in sorted(sums):
+        _add_to_total(connection, key, *sums[key])
+    counted: dict[TotalKey, int] = defaultdict(int)
+    for key in sorted(donors):
+        change = _count_donor(connection, key, donors[key])
+        if change:
+            day_id, currency, digest = key
+            counted[(day_id, currency, 0, 0, DONORS, int(digest[:8], 16) % TOTAL_SLOTS)] += change
+    for key in sorted(counted):
+        _add_to_total(connection, key, counted[key], counted[key])
+
+
+def rebuild(fast_day_ids: list[int] | None = None) -> None:
+    """Recompute the running totals of some days (all by default) from the rows themselves.
+
+    For data loaded around the ORM (``bench-data``'s bulk inserts) and for repairs. It runs
+    in the caller's transaction; nothing else should be writing those days meanwhile.
+    """
+    only = (lambda column: column.in_(fast_day_ids)) if fast_day_ids is not None else None
+    for model in (LedgerTotal, DayDonor):
+        query = delete(model)
+        if only is not None:
+            query = query.where(only(model.fast_day_id))
+        db.session.execute(query)
+
+    zero = literal_column("0")  # not a bound parameter: PostgreSQL must see one expression
+    key = (
+        LedgerEntry.fast_day_id,
+        LedgerEntry.currency,
+        func.coalesce(LedgerEntry.aid_group_id, zero),
+        func.coalesce(LedgerEntry.split_version, zero),
+        LedgerEntry.kind,
+    )
+    sums = select(*key, zero, func.sum(LedgerEntry.amount_minor), func.count()).group_by(*key)
+    if only is not None:
+        sums = sums.where(only(LedgerEntry.fast_day_id))
+    db.session.execute(
+        insert(LedgerTotal).from_select([*TOTAL_KEY_COLUMNS, "total", "entries"], sums)
+    )
+
+    gifts: Counter[DonorKey] = Counter()
+    succeeded = select(Pledge.fast_day_id, Pledge.currency, Pledge.email).where(
+        Pledge.status == PledgeStatus.SUCCEEDED
+    )
+    if only is not None:
+        succeeded = succeeded.where(only(Pledge.fast_day_id))
+    for day_id, currency, email in db.session.execute(
+        succeeded.execution_options(yield_per=20_000)
+    ):
+        gifts[(day_id, currency, donor_digest(email))] += 1
+    if gifts:
+        db.session.execute(
+            insert(DayDonor),
+            [
+                dict(zip(DONOR_KEY_COLUMNS, key, strict=True), gifts=count)
+                for key, count in gifts.items()
+            ],
+        )
+    donors: Counter[tuple[int, str]] = Counter(key[:2] for key in gifts)
+    if donors:
+        db.session.execute(
+            insert(LedgerTotal),
+            [
+                dict(
+                    zip(TOTAL_KEY_COLUMNS, (day_id, currency, 0, 0, DONORS, 0), strict=True),
+                    total=count,
+                    entries=count,
+                )
+                for (day_id, currency), count in donors.items()
+            ],
+        )
+    db.session.flush()
