@@ -63,9 +63,9 @@ class LedgerEntry(db.Model):
 
 # The pseudo-kind of the running total that counts a day's distinct donors in one currency.
 DONORS = "donors"
-# Running totals are spread over this many rows per key, chosen by pledge id, so concurrent
-# gifts to the pool do not all queue for one row lock on PostgreSQL.
-TOTAL_SLOTS = 4
+# Running totals are spread over this many rows per key, one drawn per transaction, so
+# concurrent gifts to the pool do not all queue for one row lock on PostgreSQL.
+TOTAL_SLOTS = 8
 
 
 class LedgerTotal(db.Model):
