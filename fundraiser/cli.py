@@ -25,6 +25,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(scheduler_commands)
     app.cli.add_command(pledges_commands)
     app.cli.add_command(bench_data_command)
+    app.cli.add_command(webhooks_commands)
 
     @app.cli.command("demo-data")
     @click.option("--force", is_flag=True, help="Load even if the database already has fast days.")
@@ -244,6 +245,59 @@ def campaigns_send_due() -> None:
     click.echo(f"outbox: {total}")
     if total.relay_down:
         raise SystemExit(1)
+
+
+# --- Stripe's webhook events ----------------------------------------------------------------
+
+webhooks_commands = AppGroup("webhooks", help="Apply the Stripe events the webhook stored.")
+
+
+@webhooks_commands.command("apply")
+@click.option("--failed", is_flag=True, help="First put events kept as failed back in the queue.")
+def webhooks_apply(failed: bool) -> None:
+    """One pass by hand: apply every stored event that is due (the scheduler does this too)."""
+    from sqlalchemy import update
+
+    from .models import StripeEvent, utcnow
+    from .models.stripe_event import EventState
+    from .payments import webhooks
+
+    if failed:
+        with writing():
+            requeued = db.session.execute(
+                update(StripeEvent)
+                .where(StripeEvent.state == EventState.FAILED)
+                .values(state=EventState.RECEIVED, attempts=0, next_attempt_at=utcnow())
+            ).rowcount
+            db.session.commit()
+        click.echo(f"webhooks: {requeued} failed event(s) queued again")
+    report = webhooks.apply_pending()
+    click.echo(f"webhooks: {report}; waiting now: {webhooks.backlog()}")
+    if report.failed or report.retrying:
+        raise SystemExit(1)
+
+
+@webhooks_commands.command("work")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+def webhooks_work(poll: float) -> None:
+    """Apply stored events as they come, until SIGTERM or Ctrl-C (a worker beside the scheduler)."""
+    import signal
+    import threading
+
+    from .payments import webhooks
+
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    while not stopping.is_set():
+        try:
+            report = webhooks.apply_pending(limit=webhooks.BATCH_SIZE)
+        except Exception:  # the database went away: log, and try again at the next poll
+            db.session.rollback()
+            current_app.logger.exception("webhooks: a pass failed")
+            report = webhooks.ApplyReport()
+        if not report.handled:
+            stopping.wait(poll)
 
 
 # --- the ledger ------------------------------------------------------------------------------

@@ -243,13 +243,18 @@ def lock(pledge_id: int) -> Pledge | None:
     )
 
 
-def sync_payment(pledge: Pledge, payment_intent_id: str) -> None:
+def sync_payment(
+    pledge: Pledge, payment_intent_id: str, *, intent: dict[str, Any] | None = None
+) -> None:
     """Bring a pledge and its ledger rows in line with Stripe's own PaymentIntent and charge.
 
     Whatever the event that brought us here, the state comes from Stripe's object, so
-    duplicate, late and reordered events all end in the same place.
+    duplicate, late and reordered events all end in the same place. ``intent``: that
+    PaymentIntent as the caller just read it (expanded as the gateway does), read before
+    any lock was taken; without it, it is read here.
     """
-    intent = gateway.retrieve_payment_intent(payment_intent_id)
+    if intent is None or intent.get("id") != payment_intent_id:
+        intent = gateway.retrieve_payment_intent(payment_intent_id)
     charge = intent.get("latest_charge")
     if intent["status"] == "succeeded" and isinstance(charge, dict):
         # A success on any attempt is money received, even from an older attempt.

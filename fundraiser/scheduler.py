@@ -61,6 +61,10 @@ LATE_AFTER = timedelta(minutes=15)
 # Health: queued mail this far past its time means nothing is sending it.
 OVERDUE_AFTER = timedelta(minutes=15)
 
+# Stripe's events wait at most this long for a worker, and a busy run drains for at most this.
+WEBHOOK_POLL_SECONDS = 0.5
+WEBHOOK_DRAIN_SECONDS = 60.0
+
 # Set when the process is asked to stop: long jobs finish their current chunk and return.
 _stopping = threading.Event()
 _reported_unavailable: set[str] = set()
@@ -132,6 +136,26 @@ def drain_outbox(now: datetime) -> Outcome:
         idle=total.handled == 0 and not trouble and not total.relay_down,
         alert=bool(trouble),
     )
+
+
+def apply_webhook_events(now: datetime) -> Outcome:
+    """Apply the Stripe events the webhook stored, batch by batch, while any is due.
+
+    It runs every ``WEBHOOK_POLL_SECONDS`` and keeps going while events arrive, up to
+    ``WEBHOOK_DRAIN_SECONDS`` a run (so its JobRun row stays fresh). Several scheduler
+    processes may run it at once: each batch is claimed by one of them only.
+    """
+    from .payments import webhooks
+
+    total = webhooks.ApplyReport()
+    deadline = time.monotonic() + WEBHOOK_DRAIN_SECONDS
+    while not _stopping.is_set() and time.monotonic() < deadline:
+        report = webhooks.apply_pending(limit=webhooks.BATCH_SIZE)
+        total.add(report)
+        if not report.handled:
+            break
+    trouble = total.retrying or total.failed
+    return Outcome(str(total), idle=not total.handled, alert=bool(trouble))
 
 
 def charge_due_pledges(now: datetime) -> Outcome:
@@ -302,6 +326,9 @@ def register_jobs(scheduler: BaseScheduler, app: Flask) -> None:
 
     add(advance_fast_days, every(60))
     add(enqueue_campaign_messages, every(60))
+    # Its own short poll whatever the tick: Stripe's events are applied within a second.
+    poll = min(tick or WEBHOOK_POLL_SECONDS, WEBHOOK_POLL_SECONDS)
+    add(apply_webhook_events, IntervalTrigger(seconds=poll, timezone=UTC))
     add(drain_outbox, every(20))
     add(charge_due_pledges, every(60))
     add(send_pledge_reminders, every(3600))
@@ -437,6 +464,8 @@ def health(
 ) -> Health:
     """Each job's last run and the outbox backlog, with what needs attention."""
     from . import outbox
+    from .models.stripe_event import EventState
+    from .payments import webhooks
 
     now = now or utcnow()
     runs = {row.job: row for row in db.session.scalars(select(JobRun))}
@@ -468,6 +497,11 @@ def health(
             report.problems.append(
                 f"{job.name} has not run for {_ago(job.run.last_started_at, now)}"
             )
+    failed_events = webhooks.backlog().get(str(EventState.FAILED), 0)
+    if failed_events:
+        report.problems.append(
+            f"{failed_events} Stripe event(s) failed to apply and wait for review"
+        )
     if report.overdue:
         report.problems.append(
             f"{report.overdue} e-mail(s) waiting more than {_ago(now - overdue_after, now)} "

@@ -338,7 +338,28 @@ def live_server(app) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def stripe_webhooks(localstripe, live_server) -> Iterator[LiveServer]:
+def webhook_worker(app) -> Iterator[None]:
+    """A thread applying what the webhook stores during this test, as the scheduler would."""
+    from tests.stripe_events import apply_queued
+
+    stopping = threading.Event()
+
+    def work() -> None:
+        while not stopping.wait(0.1):
+            try:
+                apply_queued(app)
+            except Exception as exc:  # the test sees the missing effect; say why here
+                print(f"applying queued webhook events failed: {exc!r}", file=sys.stderr)
+
+    worker = threading.Thread(target=work, name="webhook-worker", daemon=True)
+    worker.start()
+    yield
+    stopping.set()
+    worker.join(timeout=30)
+
+
+@pytest.fixture
+def stripe_webhooks(localstripe, live_server, webhook_worker) -> Iterator[LiveServer]:
     """localstripe sends its signed webhooks to the live server during this test only."""
     # localstripe picks a webhook's recipients one second after the event: let the previous
     # test's events go by before listening, and this test's before leaving.

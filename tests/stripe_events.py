@@ -50,10 +50,29 @@ def signed(
     }
 
 
-def post_event(client, event: dict[str, Any], **kwargs):
-    """Deliver a signed event to the app's webhook endpoint."""
+def post_event(client, event: dict[str, Any], *, apply: bool = True, **kwargs):
+    """Deliver a signed event to the webhook, then (unless ``apply=False``) apply the queue.
+
+    The webhook only stores the event; applying it is the scheduler's work, done here by the
+    same functions its jobs call (:func:`apply_queued`), so a test sees the event's effect.
+    """
     body, headers = signed(event, **kwargs)
-    return client.post("/stripe/webhook", data=body, headers=headers)
+    response = client.post("/stripe/webhook", data=body, headers=headers)
+    if apply:
+        apply_queued(client.application)
+    return response
+
+
+def apply_queued(app) -> None:
+    """What the scheduler's apply_webhook_events and drain_outbox jobs do: apply, then mail."""
+    from fundraiser import outbox
+    from fundraiser.extensions import db
+    from fundraiser.payments import webhooks
+
+    with app.app_context():
+        webhooks.apply_pending()
+        outbox.drain()
+        db.session.remove()
 
 
 # --- disputes: localstripe has none, so their objects are built here as Stripe sends them ---
@@ -223,3 +242,17 @@ def inquiry_events(
             ("charge.dispute.closed", "warning_closed"),
         )
     ]
+
+
+def outcome_of(app, response, event_id: str) -> str:
+    """What one delivery came to: "duplicate" if the webhook had it already, else its outcome."""
+    from fundraiser.extensions import db
+    from fundraiser.models import StripeEvent
+
+    if response.get_json().get("duplicate"):
+        return "duplicate"
+    with app.app_context():
+        stored = db.session.get(StripeEvent, event_id)
+        outcome = str(stored.outcome) if stored is not None and stored.outcome else "not applied"
+        db.session.remove()
+    return outcome

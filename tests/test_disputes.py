@@ -23,6 +23,7 @@ from tests.stripe_events import (
     dispute_events,
     inquiry_events,
     make_event,
+    outcome_of,
     post_event,
 )
 from tests.webhook_helpers import (
@@ -63,7 +64,7 @@ def _deliver(client, *events: dict[str, Any]) -> list[str]:
     for event in events:
         response = post_event(client, event)
         assert response.status_code == 200, (event["type"], response.get_json())
-        outcomes.append(response.get_json()["outcome"])
+        outcomes.append(outcome_of(client.application, response, event["id"]))
     return outcomes
 
 

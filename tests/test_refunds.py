@@ -295,7 +295,9 @@ def test_gift_page_shows_its_facts_and_ledger_rows(app, localstripe, organizer):
     assert re.search(r'<td>Gift</td>\s*<td class="num">\$10.00</td>', html)
 
 
-def test_refund_through_localstripes_own_webhook_flow(app, localstripe, organizer, live_server):
+def test_refund_through_localstripes_own_webhook_flow(
+    app, localstripe, organizer, live_server, webhook_worker
+):
     """The succeeded gift arrives by localstripe's own webhook; the refund by a signed event."""
     # localstripe sends each webhook a second after the event and picks its recipients only
     # then, so events of the tests before this one would reach this test's server and write

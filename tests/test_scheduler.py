@@ -23,6 +23,7 @@ from tests.factories import make_entry, make_fast_day, make_pledge
 JOBS = [
     "advance_fast_days",
     "enqueue_campaign_messages",
+    "apply_webhook_events",
     "drain_outbox",
     "charge_due_pledges",
     "send_pledge_reminders",

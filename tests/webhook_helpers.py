@@ -195,3 +195,32 @@ def post_all_at_once(url: str, events: list[dict[str, Any]], timeout: float = 12
 
     with ThreadPoolExecutor(max_workers=len(events)) as pool:
         return list(pool.map(deliver, deliveries, timeout=timeout))
+
+
+def apply_with_workers(app, workers: int = 4) -> int:
+    """Apply the stored events from ``workers`` threads at once, one event per batch so their
+    batches interleave, then send the mail they queued; return how many events they handled.
+
+    Each thread is what a scheduler process's apply_webhook_events job is: on PostgreSQL they
+    claim with SKIP LOCKED and meet on the pledges' row locks; on SQLite they take turns.
+    """
+    from fundraiser import outbox
+    from fundraiser.payments import webhooks
+
+    start = threading.Barrier(workers)
+
+    def work(_: int) -> int:
+        handled = 0
+        with app.app_context():
+            start.wait(timeout=30)
+            while report := webhooks.apply_pending(limit=1).handled:
+                handled += report
+            db.session.remove()
+        return handled
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        handled = sum(pool.map(work, range(workers)))
+    with app.app_context():
+        outbox.drain()
+        db.session.remove()
+    return handled

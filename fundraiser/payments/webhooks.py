@@ -1,26 +1,69 @@
-"""Handling Stripe's webhook events: each stored once, each applied from Stripe's own state.
+"""Stripe's webhook events: stored once on arrival, applied afterwards from Stripe's own state.
 
-Stripe delivers at least once, in any order, for up to three days. So: the event id is the
-primary key of ``stripe_event`` (a replay finds it and does nothing), the pledge row is
-locked while it changes, and the pledge is rebuilt from the PaymentIntent and Charge as
-Stripe holds them now, not from the event type. Any failure raises, the transaction rolls
-back (the event row with it) and the view answers 500, so Stripe delivers again later.
+Stripe delivers at least once, in any order, for up to three days, and wants a quick 2xx.
+So the webhook only verifies an event and stores it (:func:`store_event`: the event id is
+the primary key of ``stripe_event`` and a replay inserts nothing), and workers apply what
+was stored (:func:`apply_pending`, run by the scheduler's ``apply_webhook_events`` job and
+by ``flask webhooks apply``):
+
+1. claim a batch of due events: a token and a lease written in one short transaction, the
+   candidates read ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so workers take disjoint
+   batches (SQLite has one writer: the conditional claim is enough);
+2. read from Stripe, with no transaction open and in parallel, the PaymentIntents the batch
+   needs, so no lock waits on the network;
+3. apply each event in its own savepoint under the pledge's row lock, rebuilding the pledge
+   from the PaymentIntent and Charge as Stripe holds them, not from the event type; a
+   receipt is queued in the outbox (the scheduler's ``drain_outbox`` sends it);
+4. record each outcome and commit the batch once. An event whose apply raised stays
+   ``received`` with one more attempt and a later ``next_attempt_at``; after
+   ``MAX_ATTEMPTS`` it is ``failed``, payload kept, for review.
+
+Each event is re-read under its row lock and applied only if still ``received`` and claimed
+by this batch, so a lapsed lease taken over by another worker is not applied twice.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from flask import current_app, g
+from sqlalchemy import event as orm_event
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError, StatementError
+from sqlalchemy.orm import Session
 
 from .. import ledger, pledges
+from ..database import writing
 from ..extensions import db
-from ..models import EventOutcome, Pledge, StripeEvent
+from ..models import EventOutcome, Pledge, StripeEvent, utcnow
+from ..models.stripe_event import EventState
 from . import stripe_gateway as gateway
 
 log = logging.getLogger(__name__)
+
+# Events claimed and committed together: enough that a commit is rare, few enough that a
+# batch's row locks (PostgreSQL) and SQLite's write lock, which the webhook's own inserts
+# wait for, are held for a fraction of a second.
+BATCH_SIZE = 25
+# A claim lapses after this long, so a worker killed mid-batch leaves nothing stuck for good.
+CLAIM_SECONDS = 120
+# PaymentIntents read from Stripe at once before a batch is applied (each read waits on HTTP).
+PREFETCH_THREADS = 8
+# A failing event is tried this many times, waiting FIRST_RETRY, then twice as long each time
+# up to MAX_RETRY (about 4 h in all: a Stripe outage or a bug fixed by a deploy), and then
+# kept as failed for an organizer to look at (`flask webhooks apply --failed` retries them).
+MAX_ATTEMPTS = 12
+FIRST_RETRY = timedelta(seconds=10)
+MAX_RETRY = timedelta(hours=1)
 
 PAYMENT_INTENT_EVENTS = {
     "payment_intent.succeeded",
@@ -80,7 +123,7 @@ def _find_pledge(obj: dict[str, Any]) -> Pledge | None:
             return pledge
         charge = gateway.find_charge(charge_id)
         intent_id = _stripe_id(charge.get("payment_intent")) if charge else None
-        intent = gateway.find_payment_intent(intent_id) if intent_id else None
+        intent = _find_payment_intent(intent_id) if intent_id else None
         return _pledge_from_metadata(intent) if intent else None
     intent_id = obj["id"] if obj.get("object") == "payment_intent" else obj.get("payment_intent")
     if isinstance(intent_id, dict):
@@ -98,7 +141,7 @@ def _find_pledge(obj: dict[str, Any]) -> Pledge | None:
             # or the first card of a donor who retried) may carry no metadata of its own, and
             # whether it matched would depend on which event came first. Its PaymentIntent,
             # as Stripe holds it, carries our pledge id.
-            pledge = _pledge_from_metadata(gateway.retrieve_payment_intent(intent_id))
+            pledge = _pledge_from_metadata(_retrieve_payment_intent(intent_id))
         return pledge
     return None
 
@@ -130,7 +173,7 @@ def _find_disputed_pledge(dispute: dict[str, Any]) -> Pledge | None:
     if not intent_id and charge_id:
         charge = gateway.find_charge(charge_id)
         intent_id = _stripe_id(charge.get("payment_intent")) if charge else None
-    intent = gateway.find_payment_intent(intent_id) if intent_id else None
+    intent = _find_payment_intent(intent_id) if intent_id else None
     return _pledge_from_metadata(intent) if intent else None
 
 
@@ -151,18 +194,74 @@ def _apply_dispute(dispute: dict[str, Any]) -> bool:
         # first, so the gift the dispute takes from is in the ledger beside it.
         intent_id = _stripe_id(dispute.get("payment_intent")) or pledge.stripe_payment_intent_id
         if intent_id:
-            pledges.sync_payment(pledge, intent_id)
+            pledges.sync_payment(pledge, intent_id, intent=_prefetched_intent(intent_id))
     ledger.record_dispute(pledge, dispute)
     return True
 
 
-def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome | None:
-    """Apply one verified event; return its outcome, or None if it was already handled."""
-    if bool(event.get("livemode")) != app_livemode:
-        raise LivemodeMismatch(event.get("id"))
-    if db.session.get(StripeEvent, event["id"]) is not None:
-        return None
+# --- PaymentIntents read before any lock is taken ----------------------------------------
 
+# The PaymentIntents read for the batch being applied, by id (absent: read when needed).
+_prefetched: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar(
+    "webhook_prefetched_intents", default=None
+)
+
+
+def _prefetched_intent(intent_id: str | None) -> dict[str, Any] | None:
+    found = _prefetched.get()
+    return found.get(intent_id) if found and intent_id else None
+
+
+def _retrieve_payment_intent(intent_id: str) -> dict[str, Any]:
+    return _prefetched_intent(intent_id) or gateway.retrieve_payment_intent(intent_id)
+
+
+def _find_payment_intent(intent_id: str) -> dict[str, Any] | None:
+    return _prefetched_intent(intent_id) or gateway.find_payment_intent(intent_id)
+
+
+def _intent_to_read(event: dict[str, Any]) -> str | None:
+    """The PaymentIntent applying ``event`` will read from Stripe, if the event names it."""
+    event_type = event.get("type", "")
+    obj = (event.get("data") or {}).get("object") or {}
+    if event_type in PAYMENT_INTENT_EVENTS or event_type in CHARGE_EVENTS:
+        return _intent_id(obj)
+    if event_type in DISPUTE_EVENTS:
+        return _stripe_id(obj.get("payment_intent"))
+    return None
+
+
+def _prefetch(events: list[dict[str, Any]], pool: ThreadPoolExecutor) -> dict[str, dict[str, Any]]:
+    """Read the batch's PaymentIntents from Stripe in parallel; a failed read is read again later."""
+    app = current_app._get_current_object()
+    intent_ids = sorted({i for i in map(_intent_to_read, events) if i})
+
+    def read(intent_id: str) -> dict[str, Any] | None:
+        with app.app_context():
+            try:
+                return gateway.find_payment_intent(intent_id)
+            except gateway.PaymentError:
+                # Applying the event reads it again, and if Stripe still fails, the event waits.
+                return None
+
+    found = dict(zip(intent_ids, pool.map(read, intent_ids), strict=True))
+    return {intent_id: intent for intent_id, intent in found.items() if intent}
+
+
+@contextmanager
+def _using(prefetched: dict[str, dict[str, Any]]) -> Iterator[None]:
+    token = _prefetched.set(prefetched)
+    try:
+        yield
+    finally:
+        _prefetched.reset(token)
+
+
+# --- applying one event --------------------------------------------------------------------
+
+
+def apply_event(event: dict[str, Any]) -> EventOutcome:
+    """Bring our records in line with what one event is about; flushes, never commits."""
     event_type = event.get("type", "")
     obj = (event.get("data") or {}).get("object") or {}
     outcome = EventOutcome.IGNORED
@@ -172,11 +271,8 @@ def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome |
         intent_id = _intent_id(obj) or (pledge.stripe_payment_intent_id if pledge else None)
         if pledge is None or intent_id is None:
             outcome = EventOutcome.UNMATCHED
-            log.warning(
-                "stripe event %s (%s) matches no pledge; kept for review", event["id"], event_type
-            )
         else:
-            pledges.sync_payment(pledge, intent_id)
+            pledges.sync_payment(pledge, intent_id, intent=_prefetched_intent(intent_id))
             if obj.get("object") == "refund" and obj.get("status") in REFUND_FINAL_FAILURES:
                 ledger.record_refund(pledge, obj)
             outcome = EventOutcome.APPLIED
@@ -187,30 +283,249 @@ def handle_event(event: dict[str, Any], *, app_livemode: bool) -> EventOutcome |
         pledge = pledges.lock(found.id) if found is not None else None
         if pledge is None:
             outcome = EventOutcome.UNMATCHED
-            log.warning(
-                "stripe event %s (%s) matches no pledge; kept for review", event["id"], event_type
-            )
         else:
             pledges.record_setup(pledge, obj["id"])
             outcome = EventOutcome.APPLIED
     elif event_type in DISPUTE_EVENTS:
-        if _apply_dispute(obj):
-            outcome = EventOutcome.APPLIED
-        else:
-            outcome = EventOutcome.UNMATCHED
-            log.warning(
-                "stripe event %s (%s) matches no pledge; kept for review", event["id"], event_type
-            )
-
-    db.session.add(
-        StripeEvent(
-            id=event["id"],
-            type=event_type[:100],
-            livemode=bool(event.get("livemode")),
-            outcome=outcome,
-            payload=event if outcome == EventOutcome.UNMATCHED else None,
-            stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), UTC),
+        outcome = EventOutcome.APPLIED if _apply_dispute(obj) else EventOutcome.UNMATCHED
+    if outcome == EventOutcome.UNMATCHED:
+        log.warning(
+            "stripe event %s (%s) matches no pledge; kept for review", event.get("id"), event_type
         )
-    )
     db.session.flush()
     return outcome
+
+
+# --- the queue -----------------------------------------------------------------------------
+
+
+def store_event(event: dict[str, Any], *, app_livemode: bool) -> bool:
+    """Store a verified event to be applied; False if its id was stored before. Flushes only.
+
+    ``INSERT … ON CONFLICT DO NOTHING``: twin deliveries at the same moment make one row, and
+    the later ones wait for the first's commit instead of failing on the primary key.
+    """
+    if bool(event.get("livemode")) != app_livemode:
+        raise LivemodeMismatch(event.get("id"))
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    now = utcnow()
+    statement = (
+        dialect.insert(StripeEvent)
+        .values(
+            id=event["id"],
+            type=str(event.get("type", ""))[:100],
+            livemode=bool(event.get("livemode")),
+            state=EventState.RECEIVED,
+            payload=event,
+            stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), UTC),
+            received_at=now,
+            attempts=0,
+            next_attempt_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    # RETURNING, not rowcount: the row comes back only if this delivery inserted it.
+    return db.session.execute(statement.returning(StripeEvent.id)).first() is not None
+
+
+@dataclass
+class ApplyReport:
+    """What one or more passes over the queue did, for the scheduler's log line."""
+
+    applied: int = 0
+    ignored: int = 0
+    unmatched: int = 0
+    retrying: int = 0  # raised this time, and will be tried again later
+    failed: int = 0  # raised for the last time: kept as failed for review
+
+    @property
+    def handled(self) -> int:
+        """Events claimed and done with, one way or the other, by these passes."""
+        return self.applied + self.ignored + self.unmatched + self.retrying + self.failed
+
+    def add(self, other: ApplyReport) -> None:
+        """Count another pass in this report."""
+        for name in ("applied", "ignored", "unmatched", "retrying", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.applied} applied, {self.ignored} ignored, {self.unmatched} unmatched, "
+            f"{self.retrying} to retry, {self.failed} failed"
+        )
+
+
+def _due(now: datetime) -> Any:
+    return (
+        (StripeEvent.state == EventState.RECEIVED)
+        & (StripeEvent.next_attempt_at <= now)
+        & (or_(StripeEvent.claimed_until.is_(None), StripeEvent.claimed_until < now))
+    )
+
+
+def _claim(size: int, now: datetime) -> tuple[str, list[str]]:
+    """Claim up to ``size`` due events for this worker: its token and their ids (committed)."""
+    # A plain read first: an idle poll must not take SQLite's write lock twice a second.
+    if db.session.scalar(select(StripeEvent.id).where(_due(now)).limit(1)) is None:
+        db.session.rollback()
+        return "", []
+    db.session.rollback()
+    token = uuid.uuid4().hex
+    due = (
+        select(StripeEvent.id)
+        .where(_due(now))
+        .order_by(StripeEvent.next_attempt_at, StripeEvent.received_at)
+        .limit(size)
+    )
+    if db.session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    with writing():
+        ids = list(db.session.scalars(due))
+        if ids:
+            db.session.execute(
+                update(StripeEvent)
+                .where(StripeEvent.id.in_(ids))
+                .values(claim_token=token, claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
+            )
+        db.session.commit()
+    return token, ids
+
+
+def _lock_order(event_id: str, event: dict[str, Any]) -> tuple[str, str]:
+    # Events of one batch lock their pledges in one order (by our pledge id where the event
+    # carries it), so two workers' batches wait for each other instead of deadlocking.
+    obj = (event.get("data") or {}).get("object") or {}
+    pledge_id = str((obj.get("metadata") or {}).get("pledge_id") or "")
+    return (pledge_id.rjust(20, "0"), event_id)
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), MAX_RETRY)
+
+
+def _record_failure(row: StripeEvent, exc: Exception, now: datetime, report: ApplyReport) -> None:
+    """One more failed attempt: try again later, or give up and keep the event for review."""
+    row.claim_token = None
+    row.claimed_until = None
+    row.attempts += 1
+    if isinstance(exc, OperationalError) and row.attempts < MAX_ATTEMPTS:
+        # A deadlock or lock timeout with another worker's batch (PostgreSQL ends one of
+        # them): nothing wrong with the event, so it is due again at once, without backoff.
+        row.last_error = type(exc).__name__[:200]
+        report.retrying += 1
+        log.info("stripe event %s (%s) met a lock conflict; queued again", row.id, row.type)
+        return
+    # The error's class only: SQL errors carry their parameters, and those can be addresses.
+    row.last_error = type(exc).__name__[:200]
+    # Stripe being down needs no traceback; a bug does (SQL errors' would show parameters).
+    traceback = not isinstance(exc, StatementError | gateway.PaymentError)
+    if row.attempts >= MAX_ATTEMPTS:
+        row.state = EventState.FAILED
+        row.processed_at = now
+        report.failed += 1
+        log.error(
+            "stripe event %s (%s) failed %d times (%s); kept as failed for review",
+            row.id,
+            row.type,
+            row.attempts,
+            row.last_error,
+            exc_info=traceback,
+        )
+        return
+    row.next_attempt_at = now + _retry_delay(row.attempts)
+    report.retrying += 1
+    log.warning(
+        "stripe event %s (%s) could not be applied (attempt %d of %d, %s); next try at %s",
+        row.id,
+        row.type,
+        row.attempts,
+        MAX_ATTEMPTS,
+        row.last_error,
+        row.next_attempt_at.isoformat(timespec="seconds"),
+        exc_info=traceback,
+    )
+
+
+@contextmanager
+def _keeping_loaded_objects(session: Session) -> Iterator[None]:
+    """Hold on to what the session loads meanwhile (it keeps unchanged objects only weakly).
+
+    Otherwise the fast day, its split and its groups are dropped as each event is done
+    with them and loaded again for the next: half the work of applying one event.
+    """
+    kept: list[Any] = []
+
+    def keep(_session: Session, instance: Any) -> None:
+        kept.append(instance)
+
+    orm_event.listen(session, "loaded_as_persistent", keep)
+    try:
+        yield
+    finally:
+        orm_event.remove(session, "loaded_as_persistent", keep)
+
+
+def _apply_claimed(token: str, ids: list[str], pool: ThreadPoolExecutor) -> ApplyReport:
+    """Apply the events this worker claimed, each in its own savepoint; commit them together."""
+    report = ApplyReport()
+    events = {
+        row.id: row.payload or {}
+        for row in db.session.scalars(select(StripeEvent).where(StripeEvent.id.in_(ids)))
+    }
+    db.session.rollback()  # no transaction stays open while Stripe is read
+    ordered = sorted(events.items(), key=lambda item: _lock_order(item[0], item[1]))
+    with (
+        _using(_prefetch(list(events.values()), pool)),
+        writing(),
+        _keeping_loaded_objects(db.session()),
+    ):
+        for event_id, event in ordered:
+            row = db.session.get(
+                StripeEvent, event_id, with_for_update=True, populate_existing=True
+            )
+            if row is None or row.state != EventState.RECEIVED or row.claim_token != token:
+                continue  # our claim lapsed and another worker has it now
+            now = utcnow()
+            try:
+                with db.session.begin_nested():
+                    outcome = apply_event(event)
+            except Exception as exc:  # one bad event must not undo or stop the others
+                _record_failure(row, exc, now, report)
+                continue
+            setattr(report, str(outcome), getattr(report, str(outcome)) + 1)
+            row.state = EventState.PROCESSED
+            row.outcome = outcome
+            row.attempts += 1
+            row.processed_at = now
+            row.claim_token = None
+            row.claimed_until = None
+            row.last_error = None
+            if outcome != EventOutcome.UNMATCHED:
+                row.payload = None  # only what needs review keeps its payload
+        db.session.commit()
+    # Receipts wait in the outbox for the scheduler's drain_outbox, never sent from here:
+    # mail must not hold up the next batch (see ``outbox.send_committed``).
+    g.pop("outbox_committed", None)
+    return report
+
+
+def apply_pending(limit: int | None = None, *, now: datetime | None = None) -> ApplyReport:
+    """Claim and apply due events, batch by batch, until none is left or ``limit`` are handled."""
+    report = ApplyReport()
+    db.session.rollback()
+    with ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="stripe-prefetch") as pool:
+        while limit is None or report.handled < limit:
+            size = BATCH_SIZE if limit is None else min(BATCH_SIZE, limit - report.handled)
+            token, ids = _claim(size, now or utcnow())
+            if not ids:
+                break
+            report.add(_apply_claimed(token, ids, pool))
+    return report
+
+
+def backlog() -> dict[str, int]:
+    """How many stored events are in each state (for the scheduler's health report)."""
+    rows = db.session.execute(
+        select(StripeEvent.state, func.count()).group_by(StripeEvent.state)
+    ).all()
+    return {str(state): int(count) for state, count in rows}
