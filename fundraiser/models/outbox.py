@@ -36,7 +36,10 @@ class OutboxMessage(db.Model):
     """
 
     __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_message_state_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_message_state_due", "state", "next_attempt_at"),
+        Index("ix_outbox_message_state_expires", "state", "expires_at"),  # the expiry sweep
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
