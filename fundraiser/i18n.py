@@ -56,7 +56,10 @@ def _fast_day_language() -> str | None:
     slug = (request.view_args or {}).get("slug")
     if not slug:
         return None
-    language = db.session.scalar(select(FastDay.locale).where(FastDay.slug == slug))
+    # A view that has read the day already (the give page) says its language: one query less.
+    language = g.get("fast_day_language") or db.session.scalar(
+        select(FastDay.locale).where(FastDay.slug == slug)
+    )
     return language if language in current_app.config["LANGUAGES"] else None
 
 

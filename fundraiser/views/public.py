@@ -6,20 +6,35 @@ from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
+    request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
+from markupsafe import escape
 
-from .. import fast_days, ledger, pledge_charges, pledges, public_ledger, subscriptions
+from .. import (
+    fast_days,
+    ledger,
+    page_cache,
+    pledge_charges,
+    pledges,
+    public_ledger,
+    subscriptions,
+)
 from ..access import public
 from ..database import writes
 from ..extensions import db
 from ..forms.donate import GiveForm
-from ..models import PledgeStatus
+from ..i18n import LANGUAGE_NAMES, switch_language_url
+from ..models import FastDay, PledgeStatus
 from ..payments import stripe_gateway as gateway
 from ..security import allow_stripe_js
 
@@ -90,20 +105,33 @@ def ledger_page(slug: str):
     return render_template("public/ledger.html", day=day, book=public_ledger.for_day(day))
 
 
+def _pledge_options(day: FastDay) -> tuple[bool, int]:
+    """Whether ``day`` takes pledges charged on it, and how many later days of its series."""
+    can_pledge = pledge_charges.can_pledge_for_day(day)
+    return can_pledge, len(pledge_charges.later_series_days(day)) if can_pledge else 0
+
+
+def _give_form(day: FastDay, options: tuple[bool, int]) -> GiveForm:
+    """The give form for ``day``, offering a pledge for the day (or its series) while it can."""
+    can_pledge, series_days = options
+    return GiveForm(
+        day,
+        max_major_units=current_app.config["MAX_GIFT_MAJOR_UNITS"],
+        can_pledge=can_pledge,
+        series_days=series_days,
+    )
+
+
 @bp.route("/fast/<slug>/give", methods=["GET", "POST"])
 @public
 def give(slug: str):
     """The give form; a valid one creates a pledge and goes to the card step."""
+    if request.method == "GET" and not current_user.is_authenticated:
+        return _blank_give_page(slug)
     day = _day_or_404(slug)
     if not day.is_open_for_gifts:
         return render_template("public/closed.html", day=day), 410
-    can_pledge = pledge_charges.can_pledge_for_day(day)
-    form = GiveForm(
-        day,
-        max_major_units=current_app.config["MAX_GIFT_MAJOR_UNITS"],
-        can_pledge=can_pledge,
-        series_days=len(pledge_charges.later_series_days(day)) if can_pledge else 0,
-    )
+    form = _give_form(day, _pledge_options(day))
     if form.validate_on_submit():
         group = next((g for g in day.groups if g.slug == form.chosen_group_slug), None)
         pledge = pledges.create_pledge(
@@ -126,6 +154,58 @@ def give(slug: str):
         return redirect(url_for("public.pay", token=pledge.token), code=303)
     status = 400 if form.is_submitted() else 200
     return render_template("public/give.html", day=day, form=form), status
+
+
+def _blank_give_page(slug: str) -> ResponseReturnValue:
+    """The empty give form as an anonymous visitor first sees it, from the page cache.
+
+    Everyone in one language sees the same page but for the CSRF token and the language
+    links (which repeat this URL's query): those are slots, filled per request. Signed-in
+    visitors (whose header differs) and a POST's errors are always rendered afresh.
+    """
+    cache = page_cache.for_app(current_app)
+    reading = cache.day(slug)
+    if reading is None:
+        abort(404)
+    if not reading.day.is_open_for_gifts:
+        return render_template("public/closed.html", day=_day_or_404(slug)), 410
+    # The day's language decides the page's when the browser asks for none of ours.
+    g.fast_day_language = reading.day.locale
+    # The language, and what the day offers at this moment (pledges stop when it begins).
+    can_pledge = pledge_charges.can_pledge_for_day(reading.day)
+    shown_as = (str(get_locale()), can_pledge, reading.later_series_days if can_pledge else 0)
+    page = cache.get(("give", reading.fingerprint, *shown_as))
+    if page is None:
+        since = page_cache.generation()
+        day = _day_or_404(slug)
+        if not day.is_open_for_gifts:
+            return render_template("public/closed.html", day=day), 410
+        page = _render_blank_give_page(day, cache, since)
+    values = {f"lang-{code}": str(escape(switch_language_url(code))) for code in LANGUAGE_NAMES}
+    if "csrf" in page.slots:
+        values["csrf"] = str(escape(generate_csrf()))
+    return page.fill(values)
+
+
+def _render_blank_give_page(
+    day: FastDay, cache: page_cache.PageCache, since: int
+) -> page_cache.CachedPage:
+    """Render the give page from ``day`` (read at generation ``since``) with slots; keep it."""
+    options = _pledge_options(day)
+    form = _give_form(day, options)
+    if form.meta.csrf:
+        form.csrf_token.current_token = cache.slot("csrf")
+    html = render_template(
+        "public/give.html",
+        day=day,
+        form=form,
+        switch_language_url=lambda code: cache.slot(f"lang-{code}"),
+    )
+    # Filed under the fingerprint of the objects it was rendered from, not the one read
+    # before: an edit committed in between must not file new text under old data.
+    fingerprint = page_cache.fast_day_fingerprint(day, loaded=True)
+    reading = cache.remember(day, fingerprint, since=since)
+    return cache.put(("give", reading.fingerprint, str(get_locale()), *options), html)
 
 
 @bp.get("/pledge/<token>/pay")
