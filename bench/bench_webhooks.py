@@ -5,9 +5,10 @@ a live fast day; then ``EVENTS`` more pledges wait for their payment, each with 
 PaymentIntent in localstripe, and one signed ``payment_intent.succeeded`` event per pledge
 is posted to ``/stripe/webhook`` by ``CONCURRENCY`` clients at once (bench/load.py, in its own
 process) under gunicorn. The webhook only verifies and stores each event; scheduler
-process (`flask --app wsgi scheduler`, as production runs it: one, see ``SCHEDULERS``)
-applies the stored events meanwhile: they read each PaymentIntent back from localstripe, record the gift and its
-ledger row, and queue the receipt, which their drain_outbox job hands to a local SMTP server.
+processes (`flask --app wsgi scheduler`, as production runs them; how many: ``SCHEDULERS``)
+apply the stored events meanwhile: they read each PaymentIntent back from localstripe,
+record the gift and its ledger rows, and queue the receipt, which their drain_outbox job
+hands to a local SMTP server.
 So one run gives both figures:
 
 * ``webhook_ingest_ratio_<db>``: those events answered per second, over the floor's requests
@@ -67,11 +68,10 @@ GROUPS = 10
 WORKERS = 2
 THREADS = 4  # the webhook waits on localstripe and SMTP: threads keep the cores busy meanwhile
 CONCURRENCY = 16
-# Scheduler processes applying the events during the run, per database. One on PostgreSQL
-# too: every gift moves the same running-total rows (ledger_totals), so two appliers wait on
-# each other's batches and deadlock now and then (each deadlock costs PostgreSQL's 1 s
-# deadlock_timeout); a second scheduler is safe but no faster.
-SCHEDULERS = {"sqlite": 1, "pg": 1}
+# Scheduler processes applying the events during the run, per database: one on SQLite (one
+# writer at a time), two on PostgreSQL (they claim disjoint batches with SKIP LOCKED, and
+# each transaction adds to a running-total slot of its own, see ledger_totals).
+SCHEDULERS = {"sqlite": 1, "pg": 2}
 # After the last answer, how long the schedulers get to apply what is left (at the goal's
 # rate the queue a full run can leave behind takes well under a minute).
 APPLY_WAIT_FULL = 180
