@@ -47,6 +47,10 @@ def register_logging(app: Flask) -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    # Stripe's SDK logs every API request at INFO: two lines per payment the webhook worker
+    # applies, each taking the log handler's lock from the prefetching threads. Its warnings
+    # and errors still show.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
 
 
 def register_extensions(app: Flask) -> None:
