@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -231,8 +231,14 @@ def _intent_to_read(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _prefetch(events: list[dict[str, Any]], pool: ThreadPoolExecutor) -> dict[str, dict[str, Any]]:
-    """Read the batch's PaymentIntents from Stripe in parallel; a failed read is read again later."""
+def _prefetch(
+    events: list[dict[str, Any]], pool: ThreadPoolExecutor
+) -> Callable[[], dict[str, dict[str, Any]]]:
+    """Start reading the batch's PaymentIntents from Stripe in parallel; call the result to wait.
+
+    A read that fails is left out: applying the event reads it again, and waits if Stripe
+    still fails.
+    """
     app = current_app._get_current_object()
     intent_ids = sorted({i for i in map(_intent_to_read, events) if i})
 
@@ -241,11 +247,17 @@ def _prefetch(events: list[dict[str, Any]], pool: ThreadPoolExecutor) -> dict[st
             try:
                 return gateway.find_payment_intent(intent_id)
             except gateway.PaymentError:
-                # Applying the event reads it again, and if Stripe still fails, the event waits.
                 return None
 
-    found = dict(zip(intent_ids, pool.map(read, intent_ids), strict=True))
-    return {intent_id: intent for intent_id, intent in found.items() if intent}
+    reads = [pool.submit(read, intent_id) for intent_id in intent_ids]
+
+    def wait() -> dict[str, dict[str, Any]]:
+        found = {
+            intent_id: read.result() for intent_id, read in zip(intent_ids, reads, strict=True)
+        }
+        return {intent_id: intent for intent_id, intent in found.items() if intent}
+
+    return wait
 
 
 @contextmanager
@@ -468,17 +480,34 @@ def _keeping_loaded_objects(session: Session) -> Iterator[None]:
         orm_event.remove(session, "loaded_as_persistent", keep)
 
 
-def _apply_claimed(token: str, ids: list[str], pool: ThreadPoolExecutor) -> ApplyReport:
-    """Apply the events this worker claimed, each in its own savepoint; commit them together."""
-    report = ApplyReport()
+@dataclass(frozen=True)
+class _Batch:
+    """Events one worker claimed, their payloads, and the Stripe reads already under way."""
+
+    token: str
+    events: dict[str, dict[str, Any]]
+    prefetched: Callable[[], dict[str, dict[str, Any]]]
+
+
+def _next_batch(size: int, now: datetime, pool: ThreadPoolExecutor) -> _Batch | None:
+    """Claim up to ``size`` events, load them, and start their Stripe reads; None if none."""
+    token, ids = _claim(size, now)
+    if not ids:
+        return None
     events = {
         row.id: row.payload or {}
         for row in db.session.scalars(select(StripeEvent).where(StripeEvent.id.in_(ids)))
     }
     db.session.rollback()  # no transaction stays open while Stripe is read
-    ordered = sorted(events.items(), key=lambda item: _lock_order(item[0], item[1]))
+    return _Batch(token, events, _prefetch(list(events.values()), pool))
+
+
+def _apply_claimed(batch: _Batch) -> ApplyReport:
+    """Apply the events this worker claimed, each in its own savepoint; commit them together."""
+    report = ApplyReport()
+    ordered = sorted(batch.events.items(), key=lambda item: _lock_order(item[0], item[1]))
     with (
-        _using(_prefetch(list(events.values()), pool)),
+        _using(batch.prefetched()),
         writing(),
         _keeping_loaded_objects(db.session()),
     ):
@@ -486,7 +515,7 @@ def _apply_claimed(token: str, ids: list[str], pool: ThreadPoolExecutor) -> Appl
             row = db.session.get(
                 StripeEvent, event_id, with_for_update=True, populate_existing=True
             )
-            if row is None or row.state != EventState.RECEIVED or row.claim_token != token:
+            if row is None or row.state != EventState.RECEIVED or row.claim_token != batch.token:
                 continue  # our claim lapsed and another worker has it now
             now = utcnow()
             try:
@@ -513,16 +542,26 @@ def _apply_claimed(token: str, ids: list[str], pool: ThreadPoolExecutor) -> Appl
 
 
 def apply_pending(limit: int | None = None, *, now: datetime | None = None) -> ApplyReport:
-    """Claim and apply due events, batch by batch, until none is left or ``limit`` are handled."""
+    """Claim and apply due events, batch by batch, until none is left or ``limit`` are handled.
+
+    The next batch is claimed and its Stripe reads started before this one is applied, so
+    waiting on Stripe overlaps with writing the database.
+    """
     report = ApplyReport()
     db.session.rollback()
+
+    def room(after: int) -> int:
+        return BATCH_SIZE if limit is None else min(BATCH_SIZE, limit - after)
+
     with ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="stripe-prefetch") as pool:
-        while limit is None or report.handled < limit:
-            size = BATCH_SIZE if limit is None else min(BATCH_SIZE, limit - report.handled)
-            token, ids = _claim(size, now or utcnow())
-            if not ids:
-                break
-            report.add(_apply_claimed(token, ids, pool))
+        batch = _next_batch(room(0), now or utcnow(), pool) if room(0) > 0 else None
+        while batch is not None:
+            planned = report.handled + len(batch.events)
+            following = (
+                _next_batch(room(planned), now or utcnow(), pool) if room(planned) > 0 else None
+            )
+            report.add(_apply_claimed(batch))
+            batch = following
     return report
 
 
