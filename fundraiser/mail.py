@@ -18,6 +18,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from . import outbox
+from .extensions import db
 from .models import AidGroup, Pledge, Subscriber, User, utcnow
 
 
@@ -49,23 +50,47 @@ def _once() -> str:
     return uuid.uuid4().hex
 
 
+RECEIPT = "receipt"
+
+
+def _receipt_key(pledge: Pledge) -> str:
+    # The token part keeps the key unique if a restored database reuses ids.
+    return f"{RECEIPT}:{pledge.id}:{pledge.token[:12]}"
+
+
 def queue_receipt(pledge: Pledge) -> None:
-    """Queue the donor's receipt, in the donor's language."""
+    """Queue the donor's receipt; it is written, in the donor's language, when it is sent.
+
+    The row names the pledge (in its key) and the address, nothing more: rendering the
+    templates here would hold the gift's write transaction (and SQLite's one write lock)
+    for as long again as recording the gift itself. See :func:`receipt_parts`.
+    """
+    outbox.enqueue(
+        outbox.Outgoing(
+            key=_receipt_key(pledge), kind=RECEIPT, to_email=pledge.email, subject="", text_body=""
+        )
+    )
+    pledge.receipt_queued_at = utcnow()
+
+
+def receipt_parts(row: Any) -> outbox.Parts:
+    """A queued receipt's subject and bodies, from its pledge, in the donor's language."""
     from . import ledger  # ledger imports this module's siblings; keep the graph acyclic
 
+    _kind, pledge_id, token = row.key.split(":", 2)
+    pledge = db.session.get(Pledge, int(pledge_id))
+    if pledge is None or _receipt_key(pledge) != row.key or not token:
+        raise LookupError("the receipt's pledge is gone")
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     with force_locale(pledge.locale):
-        queue(
-            # The token part keeps the key unique if a restored database reuses ids.
-            key=f"receipt:{pledge.id}:{pledge.token[:12]}",
-            to=pledge.email,
-            subject=_("Thank you for your gift to %(title)s", title=pledge.fast_day.shown_title),
-            template="receipt",
+        subject = _("Thank you for your gift to %(title)s", title=pledge.fast_day.shown_title)
+        text, html = render(
+            RECEIPT,
             pledge=pledge,
             split=ledger.describe_split(pledge),
             pledge_url=f"{base}/pledge/{pledge.token}",
         )
-    pledge.receipt_queued_at = utcnow()
+    return outbox.Parts(str(subject), text, html, {})
 
 
 def queue_invitation(user: User, token: str) -> None:

@@ -418,7 +418,7 @@ class Parts:
 
 
 def parts_of(row: Any, cache: dict[Any, Any]) -> Parts:
-    """What a row's message says; a campaign copy queued without bodies is rendered now.
+    """What a row's message says; a campaign copy or receipt queued bare is rendered now.
 
     Campaign copies are queued as bare rows (recipient, due time, Message-ID) and take their
     text from the campaign message, rendered once per language, and their signed links from
@@ -428,11 +428,17 @@ def parts_of(row: Any, cache: dict[Any, Any]) -> Parts:
         from . import campaigns  # campaigns imports this module
 
         return campaigns.copy_parts(row, cache)
+    if row.kind == RECEIPT_KIND and not row.text_body:
+        from . import mail  # mail imports this module
+
+        return mail.receipt_parts(row)
     return Parts(row.subject, row.text_body, row.html_body, dict(row.headers or {}))
 
 
 # The kind of a subscriber's copy of a campaign message.
 CAMPAIGN_KIND = "campaign"
+# A donor's receipt, queued bare by the webhook applier and written when sent.
+RECEIPT_KIND = "receipt"
 
 
 def to_email_message(row: Any, parts: Parts | None = None) -> EmailMessage:

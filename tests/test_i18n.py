@@ -18,7 +18,7 @@ from babel.messages.catalog import Catalog
 from babel.numbers import format_currency
 from sqlalchemy import select
 
-from fundraiser import campaigns, mail, pledge_charges, subscriptions
+from fundraiser import campaigns, mail, outbox, pledge_charges, subscriptions
 from fundraiser.extensions import db
 from fundraiser.models import (
     CampaignMessage,
@@ -312,8 +312,13 @@ class Email:
 
 
 def _queued(to_email: str) -> dict[str, Email]:
-    rows = db.session.scalars(select(OutboxMessage).where(OutboxMessage.to_email == to_email))
-    return {row.kind: Email(row.subject, row.text_body, row.html_body or "") for row in rows}
+    """Each message queued for ``to_email``, as the sender writes it (some are queued bare)."""
+    ids = db.session.scalars(select(OutboxMessage.id).where(OutboxMessage.to_email == to_email))
+    return {
+        row.kind: Email(parts.subject, parts.text_body, parts.html_body or "")
+        for row in outbox.rows_for_sending(list(ids))
+        for parts in [outbox.parts_of(row, {})]
+    }
 
 
 def _mails_for_reader(language: str, day: FastDay) -> dict[str, Email]:
