@@ -46,6 +46,7 @@ import email.policy
 import itertools
 import logging
 import os
+import re
 import secrets
 import smtplib
 import socket
@@ -659,14 +660,18 @@ def _quoted(address: str) -> str:
 
 
 def _send_bytes(
-    smtp: smtplib.SMTP, message: Wire, meanwhile: Callable[[], None] | None
+    smtp: smtplib.SMTP,
+    message: Wire,
+    meanwhile: Callable[[], None] | None,
+    then: Callable[[], None] | None = None,
 ) -> dict[str, tuple[int, bytes]]:
     """smtplib's ``sendmail`` for one recipient, running ``meanwhile`` while MAIL is read.
 
     The relay spends a moment on each command; the previous message's outcome is written
     to the database in that moment instead of before it. It is still committed before this
     message's DATA is complete, so a sender killed at any point leaves at most one message
-    sent but unrecorded.
+    sent but unrecorded. ``then`` runs while the relay takes in the message itself (the
+    sender writes the next message meanwhile; it records nothing).
     """
     smtp.ehlo_or_helo_if_needed()
     options = f" size={len(message.content)}" if smtp.has_extn("size") else ""
@@ -681,23 +686,45 @@ def _send_bytes(
     if code not in (250, 251):
         _reset(smtp, code)
         raise smtplib.SMTPRecipientsRefused({message.to: (code, reply)})
-    code, reply = smtp.data(message.content)
+    code, reply = smtp.docmd("data")
+    if code != 354:
+        _reset(smtp, code)
+        raise smtplib.SMTPDataError(code, reply)
+    smtp.send(_data_block(message.content))
+    if then is not None:
+        then()  # while the relay takes the message in
+    code, reply = smtp.getreply()
     if code != 250:
         _reset(smtp, code)
         raise smtplib.SMTPDataError(code, reply)
     return {}
 
 
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _data_block(content: bytes) -> bytes:
+    """A message as DATA carries it, as smtplib's ``data`` writes it: dots doubled, then "."."""
+    block = _LEADING_DOT.sub(b"..", content)
+    if not block.endswith(b"\r\n"):
+        block += b"\r\n"
+    return block + b".\r\n"
+
+
 def _exchange(
-    smtp: smtplib.SMTP, message: Wire, meanwhile: Callable[[], None] | None = None
+    smtp: smtplib.SMTP,
+    message: Wire,
+    meanwhile: Callable[[], None] | None = None,
+    then: Callable[[], None] | None = None,
 ) -> _Answer:
     """Hand one message to the relay; raises :class:`_Dropped` if the connection went away.
 
-    ``meanwhile`` runs once the relay has the first command (see :func:`_send_bytes`).
+    ``meanwhile`` runs once the relay has the first command, ``then`` once it has the
+    message (see :func:`_send_bytes`).
     """
     try:
         if isinstance(message.content, bytes):
-            refused = _send_bytes(smtp, message, meanwhile)
+            refused = _send_bytes(smtp, message, meanwhile, then)
         else:
             if meanwhile is not None:
                 meanwhile()
@@ -956,6 +983,19 @@ class _Sender:
     def send(self, ids: list[int]) -> None:
         pending = deque(self.load(ids))
         composer = Composer()
+        # The next message, written while the relay takes in this one (or why it cannot be).
+        written: dict[int, Wire | Exception] = {}
+
+        def write_next() -> None:
+            if len(pending) < 2 or pending[1].id in written or pending[1].id not in ours:
+                return
+            upcoming = pending[1]
+            try:
+                written[upcoming.id] = composer.wire(upcoming)
+            except (ValueError, TypeError, LookupError) as exc:
+                written[upcoming.id] = exc
+            _end_transaction()
+
         failures = 0  # connection failures and drops since the relay last answered
         drops = 0  # drops while sending the message at the head of ``pending``
         ours: set[int] = set()
@@ -990,7 +1030,9 @@ class _Sender:
                     continue
                 self.heartbeat(pending)
                 try:
-                    message = composer.wire(row)
+                    message = written.pop(row.id, None) or composer.wire(row)
+                    if isinstance(message, Exception):
+                        raise message
                 except (ValueError, TypeError, LookupError) as exc:  # cannot be written
                     _end_transaction()
                     self.flush()
@@ -1004,7 +1046,7 @@ class _Sender:
                 try:
                     if self.smtp is None:
                         self.smtp = _open_smtp()
-                    answer = _exchange(self.smtp, message, meanwhile=self.flush)
+                    answer = _exchange(self.smtp, message, meanwhile=self.flush, then=write_next)
                 except (_Dropped, OSError, smtplib.SMTPException) as exc:
                     self.flush()
                     in_flight = isinstance(exc, _Dropped)
