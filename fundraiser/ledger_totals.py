@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, event, func, insert, literal_column, select
+from sqlalchemy import delete, event, func, insert, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, attributes
@@ -67,9 +67,30 @@ def _transaction_slot(session: Session) -> int:
     root = session.get_transaction()
     drawn = session.info.get("ledger_total_slot")
     if drawn is None or drawn[0] is not root:
-        drawn = (root, random.randrange(TOTAL_SLOTS))  # noqa: S311 - spreading, not secrecy
+        drawn = (root, _free_slot(session))
         session.info["ledger_total_slot"] = drawn
     return drawn[1]
+
+
+def _free_slot(session: Session) -> int:
+    """A slot no other transaction is adding to right now, if there is one (PostgreSQL).
+
+    Each slot has a transaction-scoped advisory lock, tried without waiting in a random
+    order; the first one free is this transaction's until it ends. Elsewhere (SQLite has
+    one writer at a time anyway), or with every slot taken, a random slot: then the
+    transaction may wait for another's rows, which is slower, never wrong.
+    """
+    slots = random.sample(range(TOTAL_SLOTS), TOTAL_SLOTS)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        for slot in slots:
+            if connection.execute(_TRY_SLOT, {"slot": slot}).scalar():
+                return slot
+    return slots[0]
+
+
+# The advisory lock of a running-total slot: (a fixed key for this table, the slot).
+_TRY_SLOT = text("SELECT pg_try_advisory_xact_lock(7411, :slot)")
 
 
 def _entry_key(entry: LedgerEntry, slot: int) -> TotalKey:
