@@ -121,7 +121,7 @@ def sizes(ctx: Context) -> Sizes:
     """L1's sizes under `make bench`; fewer people, recipients and seconds under --quick."""
     if ctx.quick:
         # Fewer people who click faster, so that a short run still sees gifts to the charge.
-        return Sizes(60, 15, recipients=1_000, gifts=2_000, think=(1.0, 3.0), form=(2.0, 5.0))
+        return Sizes(60, 10, recipients=1_000, gifts=2_000, think=(1.0, 3.0), form=(2.0, 5.0))
     return Sizes(donors=200, seconds=45, recipients=10_000, gifts=20_000)
 
 

@@ -147,13 +147,10 @@ def apply_webhook_events(now: datetime) -> Outcome:
     """
     from .payments import webhooks
 
-    total = webhooks.ApplyReport()
     deadline = time.monotonic() + WEBHOOK_DRAIN_SECONDS
-    while not _stopping.is_set() and time.monotonic() < deadline:
-        report = webhooks.apply_pending(limit=webhooks.BATCH_SIZE)
-        total.add(report)
-        if not report.handled:
-            break
+    total = webhooks.apply_pending(
+        keep_going=lambda: not _stopping.is_set() and time.monotonic() < deadline
+    )
     trouble = total.retrying or total.failed
     return Outcome(str(total), idle=not total.handled, alert=bool(trouble))
 

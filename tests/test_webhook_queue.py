@@ -255,3 +255,22 @@ def test_workers_applying_at_once_never_apply_an_event_twice(
         ("gift", 1000, "USD", g.charge_id, g.pledge_id) for g in gifts
     )
     assert len(mailbox.wait_for(len(gifts))) == len(gifts)
+
+
+def test_a_batch_that_cannot_be_committed_gives_its_claims_back_at_once(
+    app, client, gift, event, monkeypatch
+):
+    assert post_event(client, event, apply=False).status_code == 200
+
+    def broken(batch):
+        raise RuntimeError("the database went away mid-batch")
+
+    monkeypatch.setattr(webhooks, "_apply_claimed", broken)
+    with pytest.raises(RuntimeError):
+        _apply(app)
+    stored = _stored(app, event["id"])
+    assert (stored.state, stored.claim_token) == (EventState.RECEIVED, None)
+
+    monkeypatch.undo()
+    assert _apply(app).applied == 1  # no lease to wait out
+    assert _stored(app, event["id"]).outcome == EventOutcome.APPLIED

@@ -541,16 +541,41 @@ def _apply_claimed(batch: _Batch) -> ApplyReport:
     return report
 
 
-def apply_pending(limit: int | None = None, *, now: datetime | None = None) -> ApplyReport:
+def _release(*batches: _Batch | None) -> None:
+    """Give back the claims of batches this worker will not apply, for any worker to take now."""
+    db.session.rollback()
+    tokens = [batch.token for batch in batches if batch is not None]
+    if not tokens:
+        return
+    with writing():
+        db.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.claim_token.in_(tokens), StripeEvent.state == EventState.RECEIVED)
+            .values(claim_token=None, claimed_until=None)
+        )
+        db.session.commit()
+
+
+def apply_pending(
+    limit: int | None = None,
+    *,
+    now: datetime | None = None,
+    keep_going: Callable[[], bool] | None = None,
+) -> ApplyReport:
     """Claim and apply due events, batch by batch, until none is left or ``limit`` are handled.
 
     The next batch is claimed and its Stripe reads started before this one is applied, so
-    waiting on Stripe overlaps with writing the database.
+    waiting on Stripe overlaps with writing the database. ``keep_going``, asked before each
+    new claim, ends the run early (the scheduler's time budget, or its shutdown). If a batch
+    cannot be committed, its events and the next batch's are released before the error goes
+    up, so they wait for no lease to lapse.
     """
     report = ApplyReport()
     db.session.rollback()
 
     def room(after: int) -> int:
+        if keep_going is not None and not keep_going():
+            return 0
         return BATCH_SIZE if limit is None else min(BATCH_SIZE, limit - after)
 
     with ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="stripe-prefetch") as pool:
@@ -560,7 +585,11 @@ def apply_pending(limit: int | None = None, *, now: datetime | None = None) -> A
             following = (
                 _next_batch(room(planned), now or utcnow(), pool) if room(planned) > 0 else None
             )
-            report.add(_apply_claimed(batch))
+            try:
+                report.add(_apply_claimed(batch))
+            except Exception:
+                _release(batch, following)
+                raise
             batch = following
     return report
 
