@@ -60,7 +60,17 @@ from typing import Any
 
 import requests
 
-from bench.core import PYTHON, ROOT, Context, Result, app_env, free_port, gunicorn, wait_for_port
+from bench.core import (
+    PYTHON,
+    ROOT,
+    Context,
+    Result,
+    app_env,
+    bench_data,
+    free_port,
+    gunicorn,
+    wait_for_port,
+)
 
 WORKERS = 4  # per instance, as README's production section runs it
 THREADS = int(os.environ.get("BENCH_PEAK_THREADS", "1"))  # per worker; 1 is a sync worker
@@ -197,16 +207,6 @@ def _drop_database(ctx: Context, name: str) -> None:
     engine.dispose()
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
-    out = subprocess.run(
-        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if out.returncode != 0:
-        command = " ".join(args[5:8])
-        raise RuntimeError(f"{command} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
-    return out.stdout
-
-
 def _start_localstripe(ctx: Context) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (ctx.workdir / "peak-localstripe.log").open("ab")
@@ -303,12 +303,9 @@ def prepare(ctx: Context) -> Prepared:
         conn.execute(text(f'CREATE DATABASE "{template}"'))
     engine.dispose()
     url = _db_url(ctx, template)
-    env = app_env(url)
-    flask = [PYTHON, "-m", "flask", "--app", "wsgi"]
-    _run([*flask, "db", "upgrade"], env)
-    load = ["--gifts", str(size.gifts), "--groups", str(GROUPS), "--slug", SLUG]
-    load += ["--subscribers", str(size.recipients)]
-    slug = _run([*flask, "bench-data", *load], env).split()[-1]
+    slug = bench_data(
+        app_env(url), gifts=size.gifts, groups=GROUPS, subscribers=size.recipients, slug=SLUG
+    )
     charging.join()
     if "error" in charged:
         raise charged["error"]

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from bench.core import PYTHON, ROOT, Context, Result, app_env, gunicorn, load
+from bench.core import PYTHON, ROOT, Context, Result, app_env, bench_data, gunicorn, load, run
 
 GROUPS = 100
 SMALL_GIFTS = 1_000
@@ -57,17 +56,6 @@ class Dataset:
 _loaded: dict[Path, Dataset] = {}
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> str:
-    out = subprocess.run(
-        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if out.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args[:6])} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
-        )
-    return out.stdout
-
-
 def dataset(ctx: Context, gifts: int) -> Dataset:
     """The database with ``gifts`` gifts across GROUPS groups, loaded once per run."""
     path = ctx.workdir / f"reads-{gifts}.db"
@@ -75,25 +63,10 @@ def dataset(ctx: Context, gifts: int) -> Dataset:
         return _loaded[path]
     url = f"sqlite:///{path}"
     env = app_env(url)
-    flask = [PYTHON, "-m", "flask", "--app", "wsgi"]
-    _run([*flask, "db", "upgrade"], env)
     started = time.monotonic()
-    printed = _run(
-        [
-            *flask,
-            "bench-data",
-            "--gifts",
-            str(gifts),
-            "--groups",
-            str(GROUPS),
-            "--subscribers",
-            str(SUBSCRIBERS),
-        ],
-        env,
-    )
+    slug = bench_data(env, gifts=gifts, groups=GROUPS, subscribers=SUBSCRIBERS)
     print(f"   loaded {gifts:,} gifts in {time.monotonic() - started:.0f} s", flush=True)
-    slug = printed.strip().splitlines()[-1].strip()
-    _run([PYTHON, "-m", "bench.bench_reads", "partner", slug], env)
+    run([PYTHON, "-m", "bench.bench_reads", "partner", slug], env)
     _loaded[path] = Dataset(url=url, slug=slug, gifts=gifts)
     return _loaded[path]
 
@@ -263,7 +236,7 @@ def split_1m_ms(ctx: Context) -> list[Result]:
     """
     big = _big(ctx)
     repeats = ctx.scale(3, 5)
-    out = _run([PYTHON, "-m", "bench.bench_reads", "split", big.slug, str(repeats)], big.env())
+    out = run([PYTHON, "-m", "bench.bench_reads", "split", big.slug, str(repeats)], big.env())
     got = json.loads(out.strip().splitlines()[-1])
     exact = "exact" if not got["problems"] else "NOT EXACT: " + "; ".join(got["problems"][:5])
     return [

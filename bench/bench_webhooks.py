@@ -54,6 +54,7 @@ from bench.core import (
     Context,
     Result,
     app_env,
+    bench_data,
     free_port,
     gunicorn,
     load,
@@ -261,15 +262,6 @@ class CountingSMTP:
 # --- databases ------------------------------------------------------------------------------
 
 
-def _run(args: list[str], env: dict[str, str]) -> str:
-    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args[2:6])} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
-        )
-    return out.stdout
-
-
 @contextlib.contextmanager
 def _pg_database(ctx: Context) -> Iterator[str]:
     """A PostgreSQL database of this run's own, dropped afterwards."""
@@ -290,23 +282,7 @@ def _pg_database(ctx: Context) -> Iterator[str]:
 
 def _prepare(url: str, gifts: int) -> str:
     """Schema and `bench-data`'s live day in the database at ``url``; the day's slug."""
-    env = app_env(url)
-    flask = [PYTHON, "-m", "flask", "--app", "wsgi"]
-    _run([*flask, "db", "upgrade"], env)
-    printed = _run(
-        [
-            *flask,
-            "bench-data",
-            "--gifts",
-            str(gifts),
-            "--groups",
-            str(GROUPS),
-            "--subscribers",
-            "0",
-        ],
-        env,
-    )
-    return printed.strip().splitlines()[-1].strip()
+    return bench_data(app_env(url), gifts=gifts, groups=GROUPS, subscribers=0)
 
 
 def _next_pledge_id(url: str, slug: str) -> tuple[int, int]:

@@ -165,3 +165,26 @@ def load(spec: dict, workdir: Path) -> dict:
         timeout=float(spec.get("max_seconds", 300)) + 120,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 900) -> str:
+    """Run a command from the project's root; its output, or RuntimeError with its tail."""
+    out = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args[2:8])} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
+        )
+    return out.stdout
+
+
+def bench_data(
+    env: dict[str, str], *, gifts: int, groups: int, subscribers: int, slug: str | None = None
+) -> str:
+    """Migrate the database in ``env`` and load a live day with `bench-data`; the day's slug."""
+    flask = [PYTHON, "-m", "flask", "--app", "wsgi"]
+    run([*flask, "db", "upgrade"], env)
+    load = ["--gifts", str(gifts), "--groups", str(groups), "--subscribers", str(subscribers)]
+    printed = run([*flask, "bench-data", *load, *(["--slug", slug] if slug else [])], env)
+    return printed.strip().splitlines()[-1].strip()
