@@ -113,6 +113,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(partner.bp)
     app.register_blueprint(groups.bp)
     csrf.exempt(webhooks.bp)  # Stripe signs its requests; it cannot send our CSRF token
+    # Stripe's retries are its own back-off, and a fast day's peak must never see a 429. A
+    # request filter, not limiter.exempt: it is asked first, before any limit is looked up.
+    limiter.request_filter(lambda: request.blueprint == webhooks.bp.name)
     app.register_blueprint(subscriptions.bp)
     # RFC 8058: mail providers POST the one-click unsubscribe with no cookies, so no CSRF
     # token; its signed link is the proof. Every other subscriber form keeps its token.

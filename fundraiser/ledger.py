@@ -40,12 +40,53 @@ def _recorded(kind: EntryKind, stripe_object_id: str) -> bool:
     )
 
 
-def _add_once(
-    pledge: Pledge, kind: EntryKind, amount_minor: int, currency: str, stripe_object_id: str
-) -> bool:
-    """Add one row for a Stripe object unless it is already recorded; True if added."""
-    if _recorded(kind, stripe_object_id):
-        return False
+@dataclass(frozen=True)
+class Recorded:
+    """What the ledger held, in one read, of a pledge and of some Stripe objects."""
+
+    keys: frozenset[tuple[str, str]]  # (kind, Stripe object id) of the objects asked about
+    gift_split_version: int | None  # the split version the pledge's gift was shared under
+    has_refund: bool  # whether any refund of the pledge is recorded (one may since have failed)
+
+
+def recorded(pledge: Pledge, objects: list[tuple[EntryKind, str]]) -> Recorded:
+    """Read once what the ledger holds of ``pledge`` and of ``objects`` (kind, id), whoever's.
+
+    Applying a payment asks all three questions of :class:`Recorded`; one statement instead
+    of one per question is most of what a webhook costs the database.
+    """
+    wanted = [
+        and_(LedgerEntry.kind == kind, LedgerEntry.stripe_object_id == object_id)
+        for kind, object_id in objects
+    ]
+    rows = db.session.execute(
+        select(
+            LedgerEntry.pledge_id,
+            LedgerEntry.kind,
+            LedgerEntry.stripe_object_id,
+            LedgerEntry.split_version,
+        ).where(or_(LedgerEntry.pledge_id == pledge.id, *wanted))
+    ).all()
+    asked = {(str(kind), object_id) for kind, object_id in objects}
+    ours = [row for row in rows if row.pledge_id == pledge.id]
+    gift = next((row.split_version for row in ours if row.kind == EntryKind.GIFT), None)
+    return Recorded(
+        keys=frozenset(
+            key for key in ((str(row.kind), row.stripe_object_id) for row in rows) if key in asked
+        ),
+        gift_split_version=gift,
+        has_refund=any(row.kind == EntryKind.REFUND for row in ours),
+    )
+
+
+def _add(
+    pledge: Pledge,
+    kind: EntryKind,
+    amount_minor: int,
+    currency: str,
+    stripe_object_id: str,
+    split_version: int | None,
+) -> None:
     db.session.add(
         LedgerEntry(
             fast_day_id=pledge.fast_day_id,
@@ -55,26 +96,38 @@ def _add_once(
             amount_minor=amount_minor,
             currency=currency.upper(),
             stripe_object_id=stripe_object_id,
-            split_version=_split_version_for(pledge),
+            split_version=split_version,
         )
     )
+
+
+def _add_once(
+    pledge: Pledge, kind: EntryKind, amount_minor: int, currency: str, stripe_object_id: str
+) -> bool:
+    """Add one row for a Stripe object unless it is already recorded; True if added."""
+    if _recorded(kind, stripe_object_id):
+        return False
+    _add(pledge, kind, amount_minor, currency, stripe_object_id, _split_version_for(pledge))
     return True
 
 
-def _split_version_for(pledge: Pledge) -> int | None:
+def _split_version_for(pledge: Pledge, known: Recorded | None = None) -> int | None:
     """The split version that shares a pooled gift: the one in force when it came in.
 
     A refund or a fee follows its gift, so a split changed in between never moves money
-    that was already shared under the old one.
+    that was already shared under the old one. ``known``: the pledge's rows, if read already.
     """
     if pledge.aid_group_id is not None:
         return None
-    recorded = db.session.scalar(
-        select(LedgerEntry.split_version).where(
-            LedgerEntry.pledge_id == pledge.id, LedgerEntry.kind == EntryKind.GIFT
+    if known is not None:
+        recorded_version = known.gift_split_version
+    else:
+        recorded_version = db.session.scalar(
+            select(LedgerEntry.split_version).where(
+                LedgerEntry.pledge_id == pledge.id, LedgerEntry.kind == EntryKind.GIFT
+            )
         )
-    )
-    return recorded or pledge.fast_day.split_version
+    return recorded_version or pledge.fast_day.split_version
 
 
 def _fee(balance_transaction: Any, currency: str) -> tuple[str, int, str] | None:
@@ -88,27 +141,29 @@ def _fee(balance_transaction: Any, currency: str) -> tuple[str, int, str] | None
     return (balance_transaction["id"], fee, fee_currency) if fee else None
 
 
-def record_charge(pledge: Pledge, charge: dict[str, Any]) -> bool:
-    """Record a succeeded charge: the gross gift and Stripe's fee; True if newly recorded."""
+def charge_objects(charge: dict[str, Any]) -> list[tuple[EntryKind, str]]:
+    """The Stripe objects a succeeded charge is recorded under: itself, and its fee if any."""
+    fee = _fee(charge.get("balance_transaction"), charge["currency"])
+    return [(EntryKind.GIFT, charge["id"]), *([(EntryKind.FEE, fee[0])] if fee else [])]
+
+
+def record_charge(pledge: Pledge, charge: dict[str, Any], known: Recorded | None = None) -> bool:
+    """Record a succeeded charge: the gross gift and Stripe's fee; True if newly recorded.
+
+    ``known``: :func:`recorded` for the pledge and :func:`charge_objects`, if the caller read
+    it already. The rows are added to the session, and written by the next flush.
+    """
+    if known is None:
+        known = recorded(pledge, charge_objects(charge))
     currency = charge["currency"]
-    added = _add_once(pledge, EntryKind.GIFT, int(charge["amount"]), currency, charge["id"])
+    version = _split_version_for(pledge, known)
+    added = (str(EntryKind.GIFT), charge["id"]) not in known.keys
+    if added:
+        _add(pledge, EntryKind.GIFT, int(charge["amount"]), currency, charge["id"], version)
     fee = _fee(charge.get("balance_transaction"), currency)
-    if fee:
-        _add_once(pledge, EntryKind.FEE, -fee[1], fee[2], fee[0])
-    db.session.flush()
+    if fee and (str(EntryKind.FEE), fee[0]) not in known.keys:
+        _add(pledge, EntryKind.FEE, -fee[1], fee[2], fee[0], version)
     return added
-
-
-def refunds_recorded(pledge: Pledge) -> bool:
-    """Whether any refund of this pledge is in the ledger (one that may since have failed)."""
-    return (
-        db.session.scalar(
-            select(LedgerEntry.id)
-            .where(LedgerEntry.pledge_id == pledge.id, LedgerEntry.kind == EntryKind.REFUND)
-            .limit(1)
-        )
-        is not None
-    )
 
 
 def record_refund(pledge: Pledge, refund: dict[str, Any]) -> bool:
@@ -511,10 +566,17 @@ def describe_split(pledge: Pledge) -> list[tuple[str, int]]:
     if pledge.aid_group is not None:
         return [(pledge.aid_group.name, pledge.amount_minor)]
     links = pledge.fast_day.allocations
-    if not links:
+    return split_by_weights(
+        pledge.amount_minor, [(link.aid_group.name, link.weight) for link in links]
+    )
+
+
+def split_by_weights(amount_minor: int, weights: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """A pooled gift's shares: (group name, minor units) by (group name, weight), exactly."""
+    if not weights:
         return []  # a day with no groups yet takes no gifts; never fail a page over it
-    shares = split_largest_remainder(pledge.amount_minor, [link.weight for link in links])
-    return [(link.aid_group.name, share) for link, share in zip(links, shares, strict=True)]
+    shares = split_largest_remainder(amount_minor, [weight for _name, weight in weights])
+    return [(name, share) for (name, _weight), share in zip(weights, shares, strict=True)]
 
 
 def pledged_totals(fast_day: FastDay) -> dict[str, tuple[int, int]]:

@@ -258,18 +258,22 @@ def sync_payment(
     charge = intent.get("latest_charge")
     if intent["status"] == "succeeded" and isinstance(charge, dict):
         # A success on any attempt is money received, even from an older attempt.
+        known = ledger.recorded(pledge, ledger.charge_objects(charge))
         pledge.stripe_payment_intent_id = intent["id"]
         pledge.stripe_charge_id = charge["id"]
-        ledger.record_charge(pledge, charge)
+        ledger.record_charge(pledge, charge, known)
         # A refund that failed after it succeeded no longer counts in amount_refunded, yet
         # its REFUND row needs the reversal that Stripe's refund list now shows.
-        if int(charge.get("amount_refunded") or 0) > 0 or ledger.refunds_recorded(pledge):
+        if int(charge.get("amount_refunded") or 0) > 0 or known.has_refund:
             for refund in gateway.list_refunds(charge["id"]):
                 ledger.record_refund(pledge, refund)
-        if pledge.transition_to(PledgeStatus.SUCCEEDED):
-            mail.queue_receipt(pledge)
-        if charge.get("refunded"):
-            pledge.transition_to(PledgeStatus.REFUNDED)
+        # One flush writes the gift, the pledge's new state and its receipt: each flush is
+        # a round trip per table, and this runs once per payment at the day's peak.
+        with db.session.no_autoflush:
+            if pledge.transition_to(PledgeStatus.SUCCEEDED):
+                mail.queue_receipt(pledge)
+            if charge.get("refunded"):
+                pledge.transition_to(PledgeStatus.REFUNDED)
         db.session.flush()
         return
     if pledge.stripe_payment_intent_id not in (None, intent["id"]):

@@ -32,11 +32,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app, g
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy import event as orm_event
-from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.orm import Session
@@ -90,11 +91,11 @@ class LivemodeMismatch(Exception):
     """A test-mode event reached a live app, or the other way round."""
 
 
-def _pledge_from_metadata(obj: dict[str, Any]) -> Pledge | None:
+def _pledge_from_metadata(obj: dict[str, Any], *, lock: bool = False) -> Pledge | None:
     pledge_id = (obj.get("metadata") or {}).get("pledge_id")
     if not (pledge_id and str(pledge_id).isdigit()):
         return None
-    pledge = db.session.get(Pledge, int(pledge_id))
+    pledge = pledges.lock(int(pledge_id)) if lock else db.session.get(Pledge, int(pledge_id))
     customer = obj.get("customer")
     customer = customer.get("id") if isinstance(customer, dict) else customer
     if pledge is not None and customer and pledge.stripe_customer_id not in (None, customer):
@@ -278,8 +279,12 @@ def apply_event(event: dict[str, Any]) -> EventOutcome:
     obj = (event.get("data") or {}).get("object") or {}
     outcome = EventOutcome.IGNORED
     if event_type in PAYMENT_INTENT_EVENTS or event_type in CHARGE_EVENTS:
-        found = _find_pledge(obj)
-        pledge = pledges.lock(found.id) if found is not None else None
+        # Our own pledge id, in the metadata of nearly every event, is found and locked in
+        # one statement; the other ways of finding it read first and lock afterwards.
+        pledge = _pledge_from_metadata(obj, lock=True)
+        if pledge is None:
+            found = _find_pledge(obj)
+            pledge = pledges.lock(found.id) if found is not None else None
         intent_id = _intent_id(obj) or (pledge.stripe_payment_intent_id if pledge else None)
         if pledge is None or intent_id is None:
             outcome = EventOutcome.UNMATCHED
@@ -311,36 +316,59 @@ def apply_event(event: dict[str, Any]) -> EventOutcome:
 # --- the queue -----------------------------------------------------------------------------
 
 
-def store_event(event: dict[str, Any], *, app_livemode: bool) -> bool:
-    """Store a verified event to be applied; False if its id was stored before. Flushes only.
+@cache
+def _store_statement(dialect_name: str) -> Any:
+    """The insert of one event, built once per dialect.
 
     ``INSERT … ON CONFLICT DO NOTHING``: twin deliveries at the same moment make one row, and
     the later ones wait for the first's commit instead of failing on the primary key.
+    RETURNING, not rowcount: the row comes back only if this delivery inserted it. Built
+    once, not per request: constructing the statement cost as much as running it.
+    """
+    table = StripeEvent.__table__
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    columns = (
+        "id",
+        "type",
+        "livemode",
+        "state",
+        "payload",
+        "stripe_created",
+        "received_at",
+        "attempts",
+        "next_attempt_at",
+    )
+    return (
+        dialect.insert(table)
+        .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(table.c.id)
+    )
+
+
+def store_event(event: dict[str, Any], *, app_livemode: bool) -> bool:
+    """Store a verified event to be applied, and commit; False if its id was stored before.
+
+    In a transaction of its own on the engine, not the session's: the webhook does nothing
+    else, and the session's bookkeeping cost more than the insert.
     """
     if bool(event.get("livemode")) != app_livemode:
         raise LivemodeMismatch(event.get("id"))
-    connection = db.session.connection()
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     now = utcnow()
-    # On the table, not the model: the ORM's bulk path cost more than the insert itself.
-    statement = (
-        dialect.insert(StripeEvent.__table__)
-        .values(
-            id=event["id"],
-            type=str(event.get("type", ""))[:100],
-            livemode=bool(event.get("livemode")),
-            state=EventState.RECEIVED,
-            payload=event,
-            stripe_created=datetime.fromtimestamp(int(event.get("created") or 0), UTC),
-            received_at=now,
-            attempts=0,
-            next_attempt_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
-    )
-    # RETURNING, not rowcount: the row comes back only if this delivery inserted it.
-    table = StripeEvent.__table__
-    return connection.execute(statement.returning(table.c.id)).first() is not None
+    values = {
+        "id": event["id"],
+        "type": str(event.get("type", ""))[:100],
+        "livemode": bool(event.get("livemode")),
+        "state": EventState.RECEIVED,
+        "payload": event,
+        "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), UTC),
+        "received_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+    with db.engine.begin() as connection:
+        inserted = connection.execute(_store_statement(connection.dialect.name), values)
+        return inserted.first() is not None
 
 
 @dataclass
@@ -503,41 +531,83 @@ def _next_batch(size: int, now: datetime, pool: ThreadPoolExecutor) -> _Batch | 
 
 
 def _apply_claimed(batch: _Batch) -> ApplyReport:
-    """Apply the events this worker claimed, each in its own savepoint; commit them together."""
+    """Apply the events this worker claimed and commit them together.
+
+    First in one transaction with no savepoints, two round trips fewer per event; if any
+    event raises, that attempt is rolled back and the batch applied again with each event
+    in a savepoint of its own, so one bad event neither undoes nor holds up the others.
+    """
+    prefetched = batch.prefetched()
+    try:
+        report = _apply_batch(batch, prefetched, isolated=False)
+    except Exception:
+        db.session.rollback()
+        log.info("a batch of stripe events met an error; applying them one by one")
+        report = _apply_batch(batch, prefetched, isolated=True)
+    # Receipts wait in the outbox for the scheduler's drain_outbox, never sent from here:
+    # mail must not hold up the next batch (see ``outbox.send_committed``).
+    g.pop("outbox_committed", None)
+    return report
+
+
+def _record_outcome(row: StripeEvent, outcome: EventOutcome, now: datetime) -> None:
+    row.state = EventState.PROCESSED
+    row.outcome = outcome
+    row.attempts += 1
+    row.processed_at = now
+    row.claim_token = None
+    row.claimed_until = None
+    row.last_error = None
+    if outcome != EventOutcome.UNMATCHED:
+        row.payload = None  # only what needs review keeps its payload
+
+
+def _apply_batch(
+    batch: _Batch, prefetched: dict[str, dict[str, Any]], *, isolated: bool
+) -> ApplyReport:
+    """Apply a claimed batch in one transaction, each event in a savepoint if ``isolated``.
+
+    Not ``isolated``, the first event that raises rolls nothing back itself: the error goes
+    up, for the caller to roll back and try again isolated.
+    """
     report = ApplyReport()
     ordered = sorted(batch.events.items(), key=lambda item: _lock_order(item[0], item[1]))
-    with (
-        _using(batch.prefetched()),
-        writing(),
-        _keeping_loaded_objects(db.session()),
-    ):
-        for event_id, event in ordered:
-            row = db.session.get(
-                StripeEvent, event_id, with_for_update=True, populate_existing=True
+    with _using(prefetched), writing(), _keeping_loaded_objects(db.session()):
+        # Every event row under one lock, in id order, before any pledge's.
+        rows = {
+            row.id: row
+            for row in db.session.scalars(
+                select(StripeEvent)
+                .where(StripeEvent.id.in_(list(batch.events)))
+                .order_by(StripeEvent.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
             )
+        }
+        # Outcomes are written after the loop, all in one flush, not one UPDATE per event.
+        done: list[tuple[StripeEvent, EventOutcome | Exception, datetime]] = []
+        for event_id, event in ordered:
+            row = rows.get(event_id)
             if row is None or row.state != EventState.RECEIVED or row.claim_token != batch.token:
                 continue  # our claim lapsed and another worker has it now
             now = utcnow()
+            if not isolated:
+                done.append((row, apply_event(event), now))
+                continue
             try:
                 with db.session.begin_nested():
                     outcome = apply_event(event)
             except Exception as exc:  # one bad event must not undo or stop the others
-                _record_failure(row, exc, now, report)
+                done.append((row, exc, now))
                 continue
-            setattr(report, str(outcome), getattr(report, str(outcome)) + 1)
-            row.state = EventState.PROCESSED
-            row.outcome = outcome
-            row.attempts += 1
-            row.processed_at = now
-            row.claim_token = None
-            row.claimed_until = None
-            row.last_error = None
-            if outcome != EventOutcome.UNMATCHED:
-                row.payload = None  # only what needs review keeps its payload
+            done.append((row, outcome, now))
+        for row, result, now in done:
+            if isinstance(result, Exception):
+                _record_failure(row, result, now, report)
+                continue
+            setattr(report, str(result), getattr(report, str(result)) + 1)
+            _record_outcome(row, result, now)
         db.session.commit()
-    # Receipts wait in the outbox for the scheduler's drain_outbox, never sent from here:
-    # mail must not hold up the next batch (see ``outbox.send_committed``).
-    g.pop("outbox_committed", None)
     return report
 
 

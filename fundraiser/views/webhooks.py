@@ -7,7 +7,6 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 
 from ..access import stripe_signed
-from ..extensions import db
 from ..payments import stripe_gateway as gateway
 from ..payments.webhooks import LivemodeMismatch, store_event
 
@@ -39,12 +38,9 @@ def stripe_webhook():
         return jsonify(error="invalid signature"), 400
     try:
         stored = store_event(event, app_livemode=gateway.livemode())
-        db.session.commit()
     except LivemodeMismatch:
-        db.session.rollback()
         return jsonify(error="livemode mismatch"), 400
     except Exception:
-        db.session.rollback()
         log.exception("stripe event %s could not be stored; Stripe will retry", event.get("id"))
         return jsonify(error="not stored, retry later"), 500
     return jsonify(received=True, duplicate=not stored), 200
