@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from flask import current_app, render_template
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
 
 from . import outbox
 from .extensions import db
-from .models import AidGroup, Pledge, Subscriber, User, utcnow
+from .models import AidGroup, FastDay, Pledge, Subscriber, User, utcnow
 
 
 def render(template: str, **context: Any) -> tuple[str, str]:
@@ -53,7 +57,7 @@ def _once() -> str:
 RECEIPT = "receipt"
 
 
-def _receipt_key(pledge: Pledge) -> str:
+def _receipt_key(pledge: Any) -> str:
     # The token part keeps the key unique if a restored database reuses ids.
     return f"{RECEIPT}:{pledge.id}:{pledge.token[:12]}"
 
@@ -73,21 +77,96 @@ def queue_receipt(pledge: Pledge) -> None:
     pledge.receipt_queued_at = utcnow()
 
 
-def receipt_parts(row: Any) -> outbox.Parts:
-    """A queued receipt's subject and bodies, from its pledge, in the donor's language."""
+# What a receipt shows of its pledge: read for a whole batch of receipts in one statement.
+_RECEIPT_COLUMNS = (
+    Pledge.id,
+    Pledge.token,
+    Pledge.amount_minor,
+    Pledge.currency,
+    Pledge.locale,
+    Pledge.donor_name,
+    Pledge.fast_day_id,
+    Pledge.aid_group_id,
+)
+
+
+def _receipt_pledge_id(row: Any) -> int | None:
+    _kind, pledge_id, _token = row.key.split(":", 2)
+    return int(pledge_id) if pledge_id.isdigit() else None
+
+
+def prefetch_receipts(rows: Iterable[Any], cache: dict[Any, Any]) -> None:
+    """Read the pledges of a batch's bare receipts in one statement, for :func:`receipt_parts`."""
+    wanted = {
+        pledge_id
+        for row in rows
+        if row.kind == RECEIPT and not row.text_body
+        if (pledge_id := _receipt_pledge_id(row)) is not None
+    }
+    found = cache.setdefault("receipt_pledges", {})
+    missing = wanted - found.keys()
+    if missing:
+        query = select(*_RECEIPT_COLUMNS).where(Pledge.id.in_(sorted(missing)))
+        found.update((pledge.id, pledge) for pledge in db.session.execute(query))
+
+
+@dataclass(frozen=True)
+class _ReceiptDay:
+    """What every receipt of one fast day shares, read once per batch of receipts."""
+
+    local_date: date
+    title: str  # in the day's own language
+    titles: dict[str, str]  # by the reader's language
+    split: list[tuple[str, int]]  # (group name, weight) of the split in force
+
+
+def _receipt_day(fast_day_id: int, cache: dict[Any, Any]) -> _ReceiptDay:
+    key = ("receipt_day", fast_day_id)
+    if key not in cache:
+        day = db.session.get(FastDay, fast_day_id)
+        cache[key] = _ReceiptDay(
+            local_date=day.local_date,
+            title=day.title,
+            titles={language: day.title_in(language) for language in day.translations or {}},
+            split=[(link.aid_group.name, link.weight) for link in day.allocations],
+        )
+    return cache[key]
+
+
+def _group_name(aid_group_id: int, cache: dict[Any, Any]) -> str:
+    key = ("group_name", aid_group_id)
+    if key not in cache:
+        cache[key] = db.session.scalar(select(AidGroup.name).where(AidGroup.id == aid_group_id))
+    return cache[key]
+
+
+def receipt_parts(row: Any, cache: dict[Any, Any] | None = None) -> outbox.Parts:
+    """A queued receipt's subject and bodies, from its pledge, in the donor's language.
+
+    ``cache``: what one batch of receipts shares (see :func:`prefetch_receipts`): the
+    outbox commits after every message, so ORM objects would be read again for each one.
+    """
     from . import ledger  # ledger imports this module's siblings; keep the graph acyclic
 
-    _kind, pledge_id, token = row.key.split(":", 2)
-    pledge = db.session.get(Pledge, int(pledge_id))
-    if pledge is None or _receipt_key(pledge) != row.key or not token:
+    cache = {} if cache is None else cache
+    pledge_id = _receipt_pledge_id(row)
+    prefetch_receipts([row], cache)
+    pledge = cache["receipt_pledges"].get(pledge_id)
+    if pledge is None or _receipt_key(pledge) != row.key or not row.key.split(":", 2)[2]:
         raise LookupError("the receipt's pledge is gone")
+    day = _receipt_day(pledge.fast_day_id, cache)
+    group = _group_name(pledge.aid_group_id, cache) if pledge.aid_group_id else None
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     with force_locale(pledge.locale):
-        subject = _("Thank you for your gift to %(title)s", title=pledge.fast_day.shown_title)
+        title = day.titles.get(get_locale().language, day.title)
+        subject = _("Thank you for your gift to %(title)s", title=title)
         text, html = render(
             RECEIPT,
             pledge=pledge,
-            split=ledger.describe_split(pledge),
+            title=title,
+            day_date=day.local_date,
+            group=group,
+            split=[] if group else ledger.split_by_weights(pledge.amount_minor, day.split),
             pledge_url=f"{base}/pledge/{pledge.token}",
         )
     return outbox.Parts(str(subject), text, html, {})

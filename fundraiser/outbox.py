@@ -432,7 +432,7 @@ def parts_of(row: Any, cache: dict[Any, Any]) -> Parts:
     if row.kind == RECEIPT_KIND and not row.text_body:
         from . import mail  # mail imports this module
 
-        return mail.receipt_parts(row)
+        return mail.receipt_parts(row, cache)
     return Parts(row.subject, row.text_body, row.html_body, dict(row.headers or {}))
 
 
@@ -603,6 +603,13 @@ class Composer:
         if second != self._date_second:
             self._date_second, self._date = second, format_datetime(now.replace(microsecond=0))
         return self._date
+
+    def prefetch(self, rows: Iterable[Any]) -> None:
+        """Read at once what a batch of receipts queued bare will be written from."""
+        from . import mail  # mail imports this module
+
+        mail.prefetch_receipts(rows, self.cache)
+        _end_transaction()
 
     def wire(self, row: Any) -> Wire:
         """The message for ``row``; ValueError or TypeError if a header cannot be written."""
@@ -983,6 +990,7 @@ class _Sender:
     def send(self, ids: list[int]) -> None:
         pending = deque(self.load(ids))
         composer = Composer()
+        composer.prefetch(pending)
         # The next message, written while the relay takes in this one (or why it cannot be).
         written: dict[int, Wire | Exception] = {}
 

@@ -93,3 +93,42 @@ def test_unreachable_mail_server_does_not_break_the_commit_and_the_receipt_waits
     assert outbox.drain().sent == 1
     (message,) = mailbox.wait_for(1)
     assert message["To"] == pledge.email
+
+
+def test_a_batch_of_receipts_each_says_its_own_day_group_split_and_language(app, mailbox):
+    """Receipts drained together are written from one read of their pledges and days."""
+    with app.app_context():
+        clinic, bakery = make_group("Clinic North"), make_group("Bakery South")
+        first = make_fast_day(groups=[clinic, bakery], weights=[3, 1])
+        first.title, first.translations = "Spring fast", {"ar": {"title": "صيام الربيع"}}
+        second = make_fast_day(groups=[bakery], weights=[1])
+        second.title = "Autumn fast"
+        pooled = make_pledge(first, amount_minor=1001, status=PledgeStatus.SUCCEEDED)
+        to_clinic = make_pledge(
+            first, amount_minor=700, group=clinic, status=PledgeStatus.SUCCEEDED
+        )
+        in_arabic = make_pledge(first, amount_minor=400, status=PledgeStatus.SUCCEEDED)
+        in_arabic.locale = "ar"
+        other_day = make_pledge(second, amount_minor=900, status=PledgeStatus.SUCCEEDED)
+        pledges = [pooled, to_clinic, in_arabic, other_day]
+        emails = [pledge.email for pledge in pledges]
+        for pledge in pledges:
+            mail.queue_receipt(pledge)
+        db.session.commit()
+        db.session.remove()
+        with app.app_context():  # one drain, no request: a single batch
+            assert outbox.drain().sent == 4
+
+    by_address = {message["To"]: message for message in mailbox.wait_for(4)}
+    text = {to: m.get_body(("plain",)).get_content() for to, m in by_address.items()}
+    # A pooled gift is split 3:1 to the cent: 750.75 + 250.25 of 1001 cents.
+    assert "Spring fast" in text[emails[0]]
+    assert "Clinic North: $7.51" in text[emails[0]] and "Bakery South: $2.50" in text[emails[0]]
+    # A gift to one group names only it.
+    assert "Clinic North" in text[emails[1]] and "Bakery South" not in text[emails[1]]
+    # The day's title in the donor's language, where organizers wrote one.
+    assert "صيام الربيع" in by_address[emails[2]]["Subject"]
+    assert "صيام الربيع" in text[emails[2]]
+    # Another day in the same batch keeps its own title and split.
+    assert "Autumn fast" in text[emails[3]] and "Bakery South" in text[emails[3]]
+    assert "Clinic North" not in text[emails[3]]

@@ -86,11 +86,18 @@ class FastDay(db.Model):
         """The description in the reader's language when organizers wrote one."""
         return self._in_readers_language("description") or self.description
 
+    def title_in(self, language: str) -> str:
+        """The title as a reader of ``language`` sees it."""
+        return self._in_language("title", language) or self.title
+
     def _in_readers_language(self, part: str) -> str:
         locale = get_locale()
-        if locale is None or locale.language == self.locale:
+        return "" if locale is None else self._in_language(part, locale.language)
+
+    def _in_language(self, part: str, language: str) -> str:
+        if language == self.locale:
             return ""
-        return (self.translations or {}).get(locale.language, {}).get(part, "")
+        return (self.translations or {}).get(language, {}).get(part, "")
 
     @property
     def allocations(self) -> list[FastDayGroup]:
