@@ -205,6 +205,40 @@ def test_one_failing_event_does_not_undo_the_others_in_its_batch(
     assert pledges[gift.pledge_id][0] == PledgeStatus.SUCCEEDED
     assert pledges[other.pledge_id][0] == PledgeStatus.PROCESSING
     assert ledger_rows(app) == [("gift", 2500, "USD", gift.charge_id, gift.pledge_id)]
+    # The batch was first tried whole and rolled back: what it queued then is gone with it.
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+@pytest.mark.parametrize("failing_first", [True, False])
+def test_a_batch_with_a_failing_event_applies_each_other_event_once(
+    app, client, localstripe, slug, failing_first
+):
+    gifts = [
+        make_gift(app, client, localstripe, slug, amount="1000", email=f"b{n}@example.org")
+        for n in range(3)
+    ]
+    # The failing event is for the first or the last pledge, so the whole-batch attempt
+    # fails before or after applying the others.
+    broken_gift = gifts[0] if failing_first else gifts[-1]
+    intent = stripe_get(localstripe, "payment_intents", broken_gift.intent_ids[-1])
+    broken = make_event("payment_intent.succeeded", intent | {"id": "pi_stripe_has_no_such"})
+    good = [g for g in gifts if g is not broken_gift]
+    for delivered in [
+        broken,
+        *(intent_event(localstripe, "payment_intent.succeeded", g.intent_ids[-1]) for g in good),
+    ]:
+        assert post_event(client, delivered, apply=False).status_code == 200
+
+    report = _apply(app)
+
+    assert (report.applied, report.retrying) == (2, 1)
+    assert sorted(ledger_rows(app)) == sorted(
+        ("gift", 1000, "USD", g.charge_id, g.pledge_id) for g in good
+    )
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 2
+        assert {r.attempts for r in db.session.scalars(select(StripeEvent))} == {1}
 
 
 def test_a_dead_workers_claim_lapses_and_its_late_batch_applies_nothing(app, client, gift, event):

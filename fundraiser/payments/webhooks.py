@@ -11,15 +11,18 @@ by ``flask webhooks apply``):
    batches (SQLite has one writer: the conditional claim is enough);
 2. read from Stripe, with no transaction open and in parallel, the PaymentIntents the batch
    needs, so no lock waits on the network;
-3. apply each event in its own savepoint under the pledge's row lock, rebuilding the pledge
-   from the PaymentIntent and Charge as Stripe holds them, not from the event type; a
-   receipt is queued in the outbox (the scheduler's ``drain_outbox`` sends it);
+3. apply each event under the pledge's row lock, rebuilding the pledge from the
+   PaymentIntent and Charge as Stripe holds them, not from the event type; a receipt is
+   queued in the outbox (the scheduler's ``drain_outbox`` sends it). The batch is applied
+   in one transaction; if any event raises, it is rolled back and applied again with each
+   event in a savepoint of its own, so one bad event holds up none of the others;
 4. record each outcome and commit the batch once. An event whose apply raised stays
    ``received`` with one more attempt and a later ``next_attempt_at``; after
    ``MAX_ATTEMPTS`` it is ``failed``, payload kept, for review.
 
-Each event is re-read under its row lock and applied only if still ``received`` and claimed
-by this batch, so a lapsed lease taken over by another worker is not applied twice.
+The batch's event rows are re-read under their row locks and each is applied only if still
+``received`` and claimed by this batch, so a lapsed lease taken over by another worker is
+not applied twice.
 """
 
 from __future__ import annotations
