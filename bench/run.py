@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import shutil
 import tempfile
 import time
 import traceback
@@ -30,11 +31,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI")
     parser.add_argument("--only", nargs="*", default=[], help="benchmark function names")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (servers' logs) afterwards"
+    )
     args = parser.parse_args()
     results: list[Result] = []
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="fundraiser-bench-") as tmp:
-        ctx = Context(quick=args.quick, workdir=Path(tmp))
+    workdir = Path(tempfile.mkdtemp(prefix="fundraiser-bench-"))
+    ctx = Context(quick=args.quick, workdir=workdir)
+    try:
         for function in _benchmarks():
             if args.only and function.__name__ not in args.only:
                 continue
@@ -46,6 +51,12 @@ def main() -> None:
                 traceback.print_exc()
                 results.append(Result(function.__name__, 0, "error", ">=", 1, "raised"))
             print(f"   ({time.monotonic() - start:.0f} s)", flush=True)
+    finally:
+        # The logs the details point to are kept whenever something failed.
+        if args.keep or not all(r.passed for r in results):
+            print(f"   (servers' logs kept in {workdir})")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(f"{'benchmark':<26} {'value':>12} {'unit':<10} {'goal':<12} result  detail")
     for r in results:
