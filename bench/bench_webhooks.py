@@ -469,7 +469,7 @@ def _wait_until_applied(url: str, first_pledge: int, patience: float) -> dict[st
         counts = _applied(url, first_pledge)
         if not counts["events_waiting"]:
             # Read again: the gifts were counted before the queue, and a batch committed in
-            # between would be missing from them (25 gifts short, in two runs of five).
+            # between would be missing from them (a whole batch short, now and then).
             return _applied(url, first_pledge)
         if time.monotonic() > deadline:
             return counts
