@@ -14,7 +14,8 @@ So one run gives both figures:
 
 * ``webhook_ingest_ratio_<db>``: those events answered per second, over the floor's requests
   per second. Floor: ``bench.floor_apps:webhook_app()``, a bare Flask endpoint that commits
-  the event's id as one row in the same database, same gunicorn settings, same bodies.
+  the event's id as one row in the same database, same gunicorn settings, same bodies; run
+  once before the webhook and once after, and their mean taken, as the machine's speed drifts.
 * ``webhook_apply_rate_<db>``: events whose effect is in the database at the end (the pledge
   succeeded and its GIFT row exists under the charge id), per second from the schedulers'
   start (their boot included) to the last event applied (the latest ``processed_at``). Any
@@ -493,7 +494,7 @@ def _ok(statuses: dict[str, int]) -> int:
 
 
 def _measure(ctx: Context, db_name: str, url: str) -> list[Result]:
-    """Both figures for the database at ``url``: the floor's run, then the webhook's."""
+    """Both figures for the database at ``url``: the floor's runs around the webhook's."""
     events = ctx.scale(EVENTS_FULL, EVENTS_QUICK)
     floor_count = min(events, ctx.scale(FLOOR_REQUESTS_FULL, FLOOR_REQUESTS_QUICK))
     seconds = ctx.scale(MAX_SECONDS_FULL, MAX_SECONDS_QUICK)
@@ -513,15 +514,19 @@ def _measure(ctx: Context, db_name: str, url: str) -> list[Result]:
         from bench.floor_apps import create_webhook_floor_table
 
         create_webhook_floor_table(url)
-        with gunicorn(
-            "bench.floor_apps:webhook_app()", app_env(url), workers=WORKERS, threads=THREADS
-        ) as base:
-            _warm_up(ctx, base)
-            deliveries = _signed_requests(base, intents[:floor_count])
-            floor = load(
-                {"requests": deliveries, "concurrency": CONCURRENCY, "max_seconds": seconds},
-                ctx.workdir,
-            )
+
+        def floor_run() -> dict[str, Any]:
+            with gunicorn(
+                "bench.floor_apps:webhook_app()", app_env(url), workers=WORKERS, threads=THREADS
+            ) as base:
+                _warm_up(ctx, base)
+                deliveries = _signed_requests(base, intents[:floor_count])
+                return load(
+                    {"requests": deliveries, "concurrency": CONCURRENCY, "max_seconds": seconds},
+                    ctx.workdir,
+                )
+
+        floors = [floor_run()]
 
         env = app_env(
             url,
@@ -540,6 +545,9 @@ def _measure(ctx: Context, db_name: str, url: str) -> list[Result]:
                 {"requests": deliveries, "concurrency": CONCURRENCY, "max_seconds": seconds},
                 ctx.workdir,
             )
+        # The floor again, after: this machine's speed drifts by a quarter within minutes,
+        # and the mean of the two runs around the webhook's is what it was meanwhile.
+        floors.append(floor_run())
         # Apply: the schedulers start on the stored backlog and work through all of it; the
         # clock runs from their start (boot included) to the last event applied.
         apply_start = datetime.now(UTC)
@@ -550,7 +558,8 @@ def _measure(ctx: Context, db_name: str, url: str) -> list[Result]:
         mailed = smtp.received
 
     answered = _ok(run["statuses"])
-    floor_rps = _ok(floor["statuses"]) / floor["elapsed"]
+    floor_rates = [_ok(floor["statuses"]) / floor["elapsed"] for floor in floors]
+    floor_rps = sum(floor_rates) / len(floor_rates)
     app_rps = answered / run["elapsed"]
     applied = counts["succeeded_with_gift"]
     last = counts.pop("last_processed")
@@ -563,8 +572,9 @@ def _measure(ctx: Context, db_name: str, url: str) -> list[Result]:
         problems.append(f"{answered - applied:,} events answered 200 but not applied")
     if counts["events_failed"]:
         problems.append(f"{counts['events_failed']:,} events failed to apply (see {log})")
-    if set(floor["statuses"]) != {"200"}:
-        problems.append(f"the floor answered {floor['statuses']}")
+    for floor in floors:
+        if set(floor["statuses"]) != {"200"}:
+            problems.append(f"the floor answered {floor['statuses']}")
     trouble = ("; " + "; ".join(problems)) if problems else ""
     bounded = f" (stopped at {seconds} s)" if run["count"] < events else ""
     settings = (
@@ -579,8 +589,10 @@ def _measure(ctx: Context, db_name: str, url: str) -> list[Result]:
             ">=",
             INGEST_GOAL,
             f"webhook {app_rps:.1f} req/s (p50 {run['p50_ms']:.0f} ms, p95 {run['p95_ms']:.0f} ms)"
-            f" vs floor {floor_rps:.0f} req/s (a one-row insert); {settings}{trouble}",
-            {"app": run, "floor": floor},
+            f" vs floor {floor_rps:.0f} req/s (a one-row insert; the mean of a run before"
+            f" and one after: {', '.join(f'{rate:.0f}' for rate in floor_rates)});"
+            f" {settings}{trouble}",
+            {"app": run, "floors": floors},
             ok=not server_errors,
         ),
         Result(
