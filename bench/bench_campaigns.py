@@ -14,7 +14,6 @@ run on SQLite (a file in the run's work directory, WAL, as the app configures it
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -24,7 +23,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.core import PYTHON, ROOT, Context, Result, app_env, free_port, wait_for_port
+from bench.core import (
+    MESSAGE_ID,
+    PYTHON,
+    ROOT,
+    Context,
+    Result,
+    app_env,
+    free_port,
+    wait_for_port,
+)
 
 # 40 zones from UTC-12 to UTC+14, a few with half- and quarter-hour offsets.
 ZONES = [
@@ -76,7 +84,6 @@ EXPIRY_HOURS = 48
 FLOOR_SENDER = "floor@bench.invalid"  # the floor's envelope sender, to tell its mail apart
 # The floor's rate is steady from the first message on: it sends the first this many only.
 FLOOR_SAMPLE = 20_000
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 _BODY = """Salaam, and thank you for fasting with us today.
 
 At sunset, when you break your fast, think of the families in Gaza who cannot. **Every gift
@@ -391,7 +398,7 @@ class _CountingHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         headers = envelope.content.split(b"\r\n\r\n", 1)[0]
-        found = _MESSAGE_ID.search(headers)
+        found = MESSAGE_ID.search(headers)
         message_id = found.group(1).decode() if found else ""
         sender = envelope.mail_from or ""
         self.received.extend((sender, rcpt.lower(), message_id) for rcpt in envelope.rcpt_tos)

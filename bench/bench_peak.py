@@ -64,6 +64,7 @@ from bench.core import (
     PYTHON,
     ROOT,
     Context,
+    CountingSMTP,
     Result,
     app_env,
     bench_data,
@@ -102,7 +103,6 @@ _CURRENCY_RE = re.compile(r'<option (selected )?value="([A-Z]{3})"')
 _PAY_RE = re.compile(r"/pledge/([^/]+)/pay")
 _SECRET_RE = re.compile(r'data-client-secret="([^"]+)"')
 _PAY_CSRF_RE = re.compile(r'data-csrf-token="([^"]+)"')
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -136,39 +136,6 @@ def sizes(ctx: Context) -> Sizes:
 
 
 # --- services ------------------------------------------------------------------------------
-
-
-class CountingSMTP:
-    """An aiosmtpd server in this process keeping (recipient, Message-ID) of each message."""
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.port = free_port()
-        self.lock = threading.Lock()
-        self.received: list[tuple[str, str]] = []
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        headers = envelope.content.split(b"\r\n\r\n", 1)[0]
-        found = _MESSAGE_ID.search(headers)
-        message_id = found.group(1).decode() if found else ""
-        with self.lock:
-            for rcpt in envelope.rcpt_tos:
-                self.received.append((rcpt.lower(), message_id))
-        return "250 OK"
-
-    def count(self) -> int:
-        """How many messages arrived."""
-        with self.lock:
-            return len(self.received)
-
-    def __enter__(self) -> CountingSMTP:
-        self._controller.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._controller.stop()
 
 
 @dataclass

@@ -42,7 +42,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -53,6 +52,7 @@ from bench.core import (
     PYTHON,
     ROOT,
     Context,
+    CountingSMTP,
     Result,
     app_env,
     bench_data,
@@ -231,33 +231,6 @@ def seeded_localstripe(
             proc.kill()
             proc.wait()
         log.close()
-
-
-# --- the receipts' SMTP server --------------------------------------------------------------
-
-
-class CountingSMTP:
-    """An aiosmtpd server that only counts what it receives (receipts are not read here)."""
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.port = free_port()
-        self.received = 0
-        self._lock = threading.Lock()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        with self._lock:
-            self.received += len(envelope.rcpt_tos)
-        return "250 OK"
-
-    def __enter__(self) -> CountingSMTP:
-        self._controller.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._controller.stop()
 
 
 # --- databases ------------------------------------------------------------------------------
@@ -555,7 +528,7 @@ def _measure(ctx: Context, db_name: str, url: str) -> list[Result]:
             counts = _wait_until_applied(
                 url, first_pledge, ctx.scale(APPLY_WAIT_FULL, APPLY_WAIT_QUICK)
             )
-        mailed = smtp.received
+        mailed = smtp.count()
 
     answered = _ok(run["statuses"])
     floor_rates = [_ok(floor["statuses"]) / floor["elapsed"] for floor in floors]

@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -188,3 +191,40 @@ def bench_data(
     load = ["--gifts", str(gifts), "--groups", str(groups), "--subscribers", str(subscribers)]
     printed = run([*flask, "bench-data", *load, *(["--slug", slug] if slug else [])], env)
     return printed.strip().splitlines()[-1].strip()
+
+
+# Where an SMTP server finds a message's Message-ID in its headers.
+MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+class CountingSMTP:
+    """An aiosmtpd server in this process keeping (recipient, Message-ID) of each message."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.received: list[tuple[str, str]] = []
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        headers = envelope.content.split(b"\r\n\r\n", 1)[0]
+        found = MESSAGE_ID.search(headers)
+        message_id = found.group(1).decode() if found else ""
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.received.append((rcpt.lower(), message_id))
+        return "250 OK"
+
+    def count(self) -> int:
+        """How many messages arrived."""
+        with self.lock:
+            return len(self.received)
+
+    def __enter__(self) -> CountingSMTP:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
