@@ -256,21 +256,10 @@ webhooks_commands = AppGroup("webhooks", help="Apply the Stripe events the webho
 @click.option("--failed", is_flag=True, help="First put events kept as failed back in the queue.")
 def webhooks_apply(failed: bool) -> None:
     """One pass by hand: apply every stored event that is due (the scheduler does this too)."""
-    from sqlalchemy import update
-
-    from .models import StripeEvent, utcnow
-    from .models.stripe_event import EventState
     from .payments import webhooks
 
     if failed:
-        with writing():
-            requeued = db.session.execute(
-                update(StripeEvent)
-                .where(StripeEvent.state == EventState.FAILED)
-                .values(state=EventState.RECEIVED, attempts=0, next_attempt_at=utcnow())
-            ).rowcount
-            db.session.commit()
-        click.echo(f"webhooks: {requeued} failed event(s) queued again")
+        click.echo(f"webhooks: {webhooks.requeue_failed()} failed event(s) queued again")
     report = webhooks.apply_pending()
     click.echo(f"webhooks: {report}; waiting now: {webhooks.backlog()}")
     if report.failed or report.retrying:

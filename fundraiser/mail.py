@@ -91,8 +91,9 @@ _RECEIPT_COLUMNS = (
 
 
 def _receipt_pledge_id(row: Any) -> int | None:
-    _kind, pledge_id, _token = row.key.split(":", 2)
-    return int(pledge_id) if pledge_id.isdigit() else None
+    """The pledge a receipt's key names, or None if the key is not a receipt's."""
+    _kind, pledge_id, token = row.key.split(":", 2)
+    return int(pledge_id) if pledge_id.isdigit() and token else None
 
 
 def prefetch_receipts(rows: Iterable[Any], cache: dict[Any, Any]) -> None:
@@ -152,7 +153,7 @@ def receipt_parts(row: Any, cache: dict[Any, Any] | None = None) -> outbox.Parts
     pledge_id = _receipt_pledge_id(row)
     prefetch_receipts([row], cache)
     pledge = cache["receipt_pledges"].get(pledge_id)
-    if pledge is None or _receipt_key(pledge) != row.key or not row.key.split(":", 2)[2]:
+    if pledge is None or _receipt_key(pledge) != row.key:
         raise LookupError("the receipt's pledge is gone")
     day = _receipt_day(pledge.fast_day_id, cache)
     group = _group_name(pledge.aid_group_id, cache) if pledge.aid_group_id else None

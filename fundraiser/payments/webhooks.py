@@ -39,8 +39,8 @@ from functools import cache
 from typing import Any
 
 from flask import current_app, g
-from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy import event as orm_event
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.orm import Session
@@ -321,32 +321,15 @@ def apply_event(event: dict[str, Any]) -> EventOutcome:
 
 @cache
 def _store_statement(dialect_name: str) -> Any:
-    """The insert of one event, built once per dialect.
+    """The insert of one event, built once per dialect (building it cost as much as running it).
 
     ``INSERT … ON CONFLICT DO NOTHING``: twin deliveries at the same moment make one row, and
     the later ones wait for the first's commit instead of failing on the primary key.
-    RETURNING, not rowcount: the row comes back only if this delivery inserted it. Built
-    once, not per request: constructing the statement cost as much as running it.
+    RETURNING, not rowcount: the row comes back only if this delivery inserted it.
     """
     table = StripeEvent.__table__
     dialect = postgresql if dialect_name == "postgresql" else sqlite
-    columns = (
-        "id",
-        "type",
-        "livemode",
-        "state",
-        "payload",
-        "stripe_created",
-        "received_at",
-        "attempts",
-        "next_attempt_at",
-    )
-    return (
-        dialect.insert(table)
-        .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(table.c.id)
-    )
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
 
 
 def store_event(event: dict[str, Any], *, app_livemode: bool) -> bool:
@@ -665,6 +648,18 @@ def apply_pending(
                 raise
             batch = following
     return report
+
+
+def requeue_failed() -> int:
+    """Put every event kept as failed back in the queue, due now with fresh attempts; commits."""
+    with writing():
+        requeued = db.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.state == EventState.FAILED)
+            .values(state=EventState.RECEIVED, attempts=0, next_attempt_at=utcnow())
+        ).rowcount
+        db.session.commit()
+    return requeued
 
 
 def backlog() -> dict[str, int]:
